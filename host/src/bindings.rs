@@ -1,0 +1,27 @@
+//! Host bindings for the handler worlds of `wit/websocket.wit`, generated
+//! once here for the whole crate (every `bindgen!` costs compile time).
+
+#![expect(missing_docs, reason = "bindgen-generated code")]
+
+mod flow {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "flow-handler",
+        exports: { default: async | store },
+    });
+}
+
+mod sink_source {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sink-source-handler",
+        exports: { default: async | store },
+        with: {
+            "wsplug:websocket/types": super::flow::wsplug::websocket::types,
+        },
+    });
+}
+
+pub use flow::wsplug::websocket::types::{ConnectionInfo, Message};
+pub use flow::{FlowHandler, FlowHandlerPre};
+pub use sink_source::{SinkSourceHandler, SinkSourceHandlerPre};

@@ -1,0 +1,324 @@
+//! Adapters between tokio channels and component-model streams: the host
+//! side of every `stream<message>`, `stream<string>` and `stream<u8>` a
+//! handler reads or writes.
+//!
+//! Channel capacity is the backpressure: a producer hands the guest an item
+//! only when the guest reads, and a consumer takes an item from the guest only
+//! once it holds a permit for the channel to the socket writer.
+
+use crate::bindings::Message;
+use bytes::{Buf, Bytes};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::PollSender;
+use wasmtime::component::{Destination, Source, StreamConsumer, StreamProducer, StreamReader, StreamResult};
+use wasmtime::{AsContextMut, StoreContextMut};
+
+/// Messages up to this size reach the guest strict (`text` / `binary`);
+/// larger ones are streamed (`text-stream` / `binary-stream`).
+pub const STRICT_MESSAGE_LIMIT: usize = 64 * 1024;
+
+/// The largest chunk of a streamed message handed to the guest at once.
+pub const CHUNK_SIZE: usize = 16 * 1024;
+
+/// A message read from the client, on its way to the guest.
+#[derive(Debug)]
+pub enum ClientMessage {
+    /// A text message, already validated as UTF-8.
+    Text(Utf8Bytes),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// What the guest wrote, on its way to the socket writer.
+#[derive(Debug)]
+pub enum GuestMessage {
+    /// A strict message, sent as one frame.
+    Strict(tokio_tungstenite::tungstenite::Message),
+    /// A streamed message, sent as one fragment per chunk. The message ends
+    /// when every sender of `chunks` is gone.
+    Streamed {
+        /// Whether the message is text (its chunks are then valid UTF-8).
+        text: bool,
+        /// The message's chunks, in order.
+        chunks: mpsc::Receiver<Bytes>,
+    },
+}
+
+/// How many chunks of one streamed outgoing message may wait for the socket.
+const OUTGOING_CHUNK_QUEUE: usize = 4;
+
+/// Feeds the client's messages to the guest's `incoming: stream<message>`.
+pub struct IncomingMessages {
+    messages: mpsc::Receiver<ClientMessage>,
+}
+
+impl IncomingMessages {
+    /// Produces the messages arriving on `messages`; the stream ends when the
+    /// channel closes.
+    pub fn new(messages: mpsc::Receiver<ClientMessage>) -> Self {
+        Self { messages }
+    }
+}
+
+impl<D: 'static> StreamProducer<D> for IncomingMessages {
+    type Item = Message;
+    type Buffer = Option<Message>;
+
+    fn poll_produce<'a>(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut store: StoreContextMut<'a, D>,
+        mut destination: Destination<'a, Message, Option<Message>>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        // A zero-length read asks whether we are ready; say yes rather than
+        // take a message the guest may never read.
+        if destination.remaining(&mut store) == Some(0) {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        match self.messages.poll_recv(cx) {
+            Poll::Ready(Some(message)) => {
+                destination.set_buffer(Some(to_guest(message, &mut store)?));
+                Poll::Ready(Ok(StreamResult::Completed))
+            }
+            Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
+            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The guest's view of a client message: strict when small, else streamed.
+fn to_guest<D: 'static>(message: ClientMessage, mut store: impl AsContextMut<Data = D>) -> wasmtime::Result<Message> {
+    Ok(match message {
+        ClientMessage::Text(text) if text.len() <= STRICT_MESSAGE_LIMIT => Message::Text(text.as_str().to_owned()),
+        ClientMessage::Text(text) => Message::TextStream(StreamReader::new(&mut store, TextChunks(Bytes::from(text)))?),
+        ClientMessage::Binary(data) if data.len() <= STRICT_MESSAGE_LIMIT => Message::Binary(data.into()),
+        ClientMessage::Binary(data) => Message::BinaryStream(StreamReader::new(&mut store, BinaryChunks(data))?),
+    })
+}
+
+/// Produces a text payload as `stream<string>` chunks of at most
+/// [`CHUNK_SIZE`] bytes, each cut on a character boundary.
+struct TextChunks(Bytes);
+
+impl<D: 'static> StreamProducer<D> for TextChunks {
+    type Item = String;
+    type Buffer = Option<String>;
+
+    fn poll_produce<'a>(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        mut store: StoreContextMut<'a, D>,
+        mut destination: Destination<'a, String, Option<String>>,
+        _: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        if self.0.is_empty() {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        }
+        if destination.remaining(&mut store) == Some(0) {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let len = utf8_chunk_len(&self.0, CHUNK_SIZE);
+        let chunk = self.0.split_to(len);
+        // The payload was valid UTF-8 and the cut is on a boundary.
+        let chunk =
+            String::from_utf8(chunk.into()).map_err(|_| wasmtime::format_err!("text chunk cut inside a character"))?;
+        destination.set_buffer(Some(chunk));
+        Poll::Ready(Ok(StreamResult::Completed))
+    }
+}
+
+/// The length of the longest prefix of `text` (valid UTF-8) that is at most
+/// `max` bytes long and ends on a character boundary, or of the first
+/// character if that alone is longer.
+fn utf8_chunk_len(text: &[u8], max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    // Continuation bytes look like 0b10xx_xxxx; a boundary is any other byte.
+    (1..=max).rev().find(|&end| text[end] & 0xC0 != 0x80).unwrap_or(max)
+}
+
+/// Produces a binary payload as `stream<u8>`, written straight into the
+/// guest's read buffer.
+struct BinaryChunks(Bytes);
+
+impl<D: 'static> StreamProducer<D> for BinaryChunks {
+    type Item = u8;
+    type Buffer = Option<u8>;
+
+    fn poll_produce<'a>(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        store: StoreContextMut<'a, D>,
+        destination: Destination<'a, u8, Option<u8>>,
+        _: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        if self.0.is_empty() {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        }
+        let mut destination = destination.as_direct(store, CHUNK_SIZE);
+        let room = destination.remaining();
+        let count = room.len().min(self.0.len());
+        room[..count].copy_from_slice(&self.0[..count]);
+        destination.mark_written(count);
+        self.0.advance(count);
+        Poll::Ready(Ok(StreamResult::Completed))
+    }
+}
+
+/// Takes the guest's output `stream<message>` and queues each message for the
+/// socket writer. When the guest ends the stream this is dropped, which
+/// signals `finished`.
+pub struct OutgoingMessages {
+    messages: PollSender<GuestMessage>,
+    finished: Option<oneshot::Sender<()>>,
+}
+
+impl OutgoingMessages {
+    /// Queues messages on `messages`; `finished` fires when the output ends.
+    pub fn new(messages: mpsc::Sender<GuestMessage>, finished: oneshot::Sender<()>) -> Self {
+        Self { messages: PollSender::new(messages), finished: Some(finished) }
+    }
+}
+
+impl Drop for OutgoingMessages {
+    fn drop(&mut self) {
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.send(());
+        }
+    }
+}
+
+impl<D: 'static> StreamConsumer<D> for OutgoingMessages {
+    type Item = Message;
+
+    fn poll_consume(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut store: StoreContextMut<D>,
+        mut source: Source<'_, Message>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        if let Some(result) = ready_to_send(&mut self.messages, cx, finish) {
+            return result;
+        }
+        if source.remaining(&mut store) == 0 {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let mut message = None;
+        source.read(&mut store, &mut message)?;
+        let Some(message) = message else {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        };
+        use tokio_tungstenite::tungstenite::Message as Ws;
+        let queued = match message {
+            Message::Text(text) => GuestMessage::Strict(Ws::Text(text.into())),
+            Message::Binary(data) => GuestMessage::Strict(Ws::Binary(data.into())),
+            Message::TextStream(body) => {
+                let (sender, chunks) = chunk_channel();
+                body.pipe(&mut store, TextBody(sender))?;
+                GuestMessage::Streamed { text: true, chunks }
+            }
+            Message::BinaryStream(body) => {
+                let (sender, chunks) = chunk_channel();
+                body.pipe(&mut store, BinaryBody(sender))?;
+                GuestMessage::Streamed { text: false, chunks }
+            }
+        };
+        // A closed channel means the socket writer is gone: stop the output.
+        match self.messages.send_item(queued) {
+            Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
+            Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
+        }
+    }
+}
+
+/// Reserves room in `sender` for one item. `None` means the room is there;
+/// `Some` is what `poll_consume` returns meanwhile.
+fn ready_to_send<T: Send>(
+    sender: &mut PollSender<T>,
+    cx: &mut Context<'_>,
+    finish: bool,
+) -> Option<Poll<wasmtime::Result<StreamResult>>> {
+    match sender.poll_reserve(cx) {
+        Poll::Ready(Ok(())) => None,
+        Poll::Ready(Err(_)) => Some(Poll::Ready(Ok(StreamResult::Dropped))),
+        Poll::Pending if finish => Some(Poll::Ready(Ok(StreamResult::Cancelled))),
+        Poll::Pending => Some(Poll::Pending),
+    }
+}
+
+/// The channel that carries one streamed outgoing message's chunks.
+fn chunk_channel() -> (PollSender<Bytes>, mpsc::Receiver<Bytes>) {
+    let (sender, receiver) = mpsc::channel(OUTGOING_CHUNK_QUEUE);
+    (PollSender::new(sender), receiver)
+}
+
+/// Forwards the chunks of a guest's `text-stream` body; dropped (ending the
+/// message) when the guest ends the stream.
+struct TextBody(PollSender<Bytes>);
+
+impl<D: 'static> StreamConsumer<D> for TextBody {
+    type Item = String;
+
+    fn poll_consume(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut store: StoreContextMut<D>,
+        mut source: Source<'_, String>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        if let Some(result) = ready_to_send(&mut self.0, cx, finish) {
+            return result;
+        }
+        if source.remaining(&mut store) == 0 {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let mut chunk = None;
+        source.read(&mut store, &mut chunk)?;
+        let Some(chunk) = chunk.filter(|chunk| !chunk.is_empty()) else {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        };
+        match self.0.send_item(Bytes::from(chunk)) {
+            Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
+            Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
+        }
+    }
+}
+
+/// Forwards the chunks of a guest's `binary-stream` body, at most
+/// [`CHUNK_SIZE`] bytes per fragment.
+struct BinaryBody(PollSender<Bytes>);
+
+impl<D: 'static> StreamConsumer<D> for BinaryBody {
+    type Item = u8;
+
+    fn poll_consume(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        store: StoreContextMut<D>,
+        source: Source<'_, u8>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        if let Some(result) = ready_to_send(&mut self.0, cx, finish) {
+            return result;
+        }
+        let mut source = source.as_direct(store);
+        let data = source.remaining();
+        if data.is_empty() {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let count = data.len().min(CHUNK_SIZE);
+        let chunk = Bytes::copy_from_slice(&data[..count]);
+        source.mark_read(count);
+        match self.0.send_item(chunk) {
+            Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
+            Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
+        }
+    }
+}

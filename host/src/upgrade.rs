@@ -1,0 +1,143 @@
+//! The WebSocket opening handshake (RFC 6455 section 4.2), checked the way a
+//! careful server does, and the HTTP answers to requests that fail it.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// Why a request to a WebSocket route is not accepted as an upgrade.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not an upgrade to WebSocket at all (a plain HTTP request): `400`.
+    NotWebSocket,
+    /// An upgrade, but not with `GET`: `405`.
+    MethodNotAllowed,
+    /// An upgrade over HTTP/1.0: `400`.
+    HttpVersion,
+    /// `Sec-WebSocket-Version` is not 13: `426` naming the one we speak.
+    UnsupportedVersion,
+    /// `Sec-WebSocket-Key` is missing or malformed: `400`.
+    BadKey,
+}
+
+impl Rejection {
+    /// The HTTP answer for this rejection.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, body) = match self {
+            Rejection::NotWebSocket => (StatusCode::BAD_REQUEST, "Not a valid websocket request!"),
+            Rejection::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "A websocket upgrade must use GET."),
+            Rejection::HttpVersion => (StatusCode::BAD_REQUEST, "A websocket upgrade needs HTTP/1.1 or later."),
+            Rejection::UnsupportedVersion => {
+                (StatusCode::UPGRADE_REQUIRED, "Unsupported Sec-WebSocket-Version; wsplug speaks 13.")
+            }
+            Rejection::BadKey => (StatusCode::BAD_REQUEST, "Missing or malformed Sec-WebSocket-Key."),
+        };
+        let mut response = text_response(status, body);
+        if self == Rejection::UnsupportedVersion {
+            response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        if self == Rejection::MethodNotAllowed {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        response
+    }
+}
+
+/// A plain-text response.
+pub fn text_response(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// Checks an upgrade request; on success returns the `101 Switching
+/// Protocols` response to send.
+pub fn accept<B>(request: &Request<B>) -> Result<Response<Full<Bytes>>, Rejection> {
+    let headers = request.headers();
+    if !has_token(headers, &header::CONNECTION, "upgrade") || !has_token(headers, &header::UPGRADE, "websocket") {
+        return Err(Rejection::NotWebSocket);
+    }
+    if request.method() != Method::GET {
+        return Err(Rejection::MethodNotAllowed);
+    }
+    if request.version() < Version::HTTP_11 {
+        return Err(Rejection::HttpVersion);
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err(Rejection::UnsupportedVersion);
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or(Rejection::BadKey)?;
+    if !is_valid_key(key.as_bytes()) {
+        return Err(Rejection::BadKey);
+    }
+
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept_key = derive_accept_key(key.as_bytes());
+    response_headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept_key).expect("base64 is a valid header value"),
+    );
+    Ok(response)
+}
+
+/// Whether a comma-separated header (any of its occurrences) lists `token`,
+/// compared case-insensitively.
+fn has_token(headers: &HeaderMap, name: &header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+/// A key is the base64 encoding of 16 bytes: 22 base64 digits and `==`.
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|&byte| byte.is_ascii_alphanumeric() || byte == b'+' || byte == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade_request(version: &str, key: &str) -> hyper::http::request::Builder {
+        Request::get("/chat")
+            .header("Connection", "keep-alive, Upgrade")
+            .header("Upgrade", "WebSocket")
+            .header("Sec-WebSocket-Version", version)
+            .header("Sec-WebSocket-Key", key)
+    }
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    #[test]
+    fn accepts_a_valid_upgrade_with_the_rfc_accept_key() {
+        let response = accept(&upgrade_request("13", KEY).body(()).unwrap()).unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        // The example from RFC 6455 section 1.3.
+        assert_eq!(response.headers()[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_valid_upgrade() {
+        let plain = Request::get("/chat").body(()).unwrap();
+        assert_eq!(accept(&plain).unwrap_err(), Rejection::NotWebSocket);
+        let post = upgrade_request("13", KEY).method(Method::POST).body(()).unwrap();
+        assert_eq!(accept(&post).unwrap_err(), Rejection::MethodNotAllowed);
+        let old = upgrade_request("13", KEY).version(Version::HTTP_10).body(()).unwrap();
+        assert_eq!(accept(&old).unwrap_err(), Rejection::HttpVersion);
+        let v8 = upgrade_request("8", KEY).body(()).unwrap();
+        assert_eq!(accept(&v8).unwrap_err(), Rejection::UnsupportedVersion);
+        let short_key = upgrade_request("13", "c2hvcnQ=").body(()).unwrap();
+        assert_eq!(accept(&short_key).unwrap_err(), Rejection::BadKey);
+    }
+}

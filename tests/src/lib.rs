@@ -1,0 +1,195 @@
+//! Helpers for the end-to-end tests: the compiled components, a real server
+//! on `127.0.0.1:0`, a tokio-tungstenite client, and two raw clients (HTTP
+//! and WebSocket frames) for what a high-level client hides.
+
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wsplug::{Routes, Runtime, Server};
+
+/// Guards every wait in the tests so that a bug fails a test instead of
+/// hanging it. Not a performance threshold: nothing here should take more
+/// than a fraction of it.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// A component from `guest-examples/`, e.g. `example("greeter")`.
+pub fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("WSPLUG_EXAMPLE_COMPONENTS")).join(format!("{name}.wasm"))
+}
+
+/// A component from `tests/guests/`, e.g. `test_guest("trap")`.
+pub fn test_guest(name: &str) -> PathBuf {
+    PathBuf::from(env!("WSPLUG_TEST_COMPONENTS")).join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// A wsplug server running in this process; stopped when dropped.
+pub struct TestServer {
+    /// Where it listens.
+    pub address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A tokio-tungstenite client connection.
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+impl TestServer {
+    /// Starts a server with the given `(path, component)` routes.
+    pub async fn start(routes: &[(&str, PathBuf)]) -> anyhow::Result<Self> {
+        let routes =
+            Routes::load(&Runtime::new()?, routes.iter().map(|(path, file)| (path.to_string(), file.clone())))?;
+        let server = Server::bind("127.0.0.1:0".parse()?, routes).await?;
+        let address = server.local_addr()?;
+        Ok(Self { address, task: tokio::spawn(server.run()) })
+    }
+
+    /// Opens a WebSocket connection to `path` (which may carry a query).
+    pub async fn connect(&self, path: &str) -> anyhow::Result<Client> {
+        let url = format!("ws://{}{path}", self.address);
+        let (client, _) = guard(tokio_tungstenite::connect_async(url)).await??;
+        Ok(client)
+    }
+}
+
+/// Awaits `future`, failing if it takes longer than [`HANG_GUARD`].
+pub async fn guard<F: Future>(future: F) -> anyhow::Result<F::Output> {
+    tokio::time::timeout(HANG_GUARD, future).await.map_err(|_| anyhow::anyhow!("no progress within {HANG_GUARD:?}"))
+}
+
+/// The next data or close message from the server (pings and pongs skipped);
+/// `None` once the connection has ended.
+pub async fn receive(client: &mut Client) -> anyhow::Result<Option<Message>> {
+    loop {
+        match guard(client.next()).await? {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(message) => return Ok(Some(message?)),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// The next message, which must be text.
+pub async fn receive_text(client: &mut Client) -> anyhow::Result<String> {
+    match receive(client).await? {
+        Some(Message::Text(text)) => Ok(text.to_string()),
+        other => anyhow::bail!("expected a text message, got {other:?}"),
+    }
+}
+
+/// A raw HTTP/1.1 response: status code and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The header block, as sent.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+/// Sends `request` (a complete HTTP/1.1 request, which should ask for
+/// `Connection: close`) and reads the whole answer.
+pub async fn http_exchange(address: SocketAddr, request: &str) -> anyhow::Result<HttpResponse> {
+    let mut tcp = TcpStream::connect(address).await?;
+    tcp.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    guard(tcp.read_to_end(&mut raw)).await??;
+    parse_response(&String::from_utf8(raw)?)
+}
+
+fn parse_response(raw: &str) -> anyhow::Result<HttpResponse> {
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no end of headers in {raw:?}"))?;
+    let status = head.split(' ').nth(1).ok_or_else(|| anyhow::anyhow!("no status in {head:?}"))?.parse()?;
+    Ok(HttpResponse { status, head: head.to_owned(), body: body.to_owned() })
+}
+
+/// A frame as it came off the wire.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// The FIN bit.
+    pub fin: bool,
+    /// The opcode: 0 continuation, 1 text, 2 binary, 8 close, 9 ping, 10 pong.
+    pub opcode: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// A minimal WebSocket client that shows frames exactly as the server sent
+/// them (tungstenite's client reassembles fragmented messages).
+pub struct RawClient {
+    tcp: TcpStream,
+}
+
+impl RawClient {
+    /// Connects and performs the opening handshake.
+    pub async fn connect(address: SocketAddr, path: &str) -> anyhow::Result<Self> {
+        let mut tcp = TcpStream::connect(address).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await?;
+        // Read the response head byte by byte so as not to swallow frames.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(guard(tcp.read_u8()).await??);
+        }
+        let head = String::from_utf8(head)?;
+        anyhow::ensure!(head.starts_with("HTTP/1.1 101"), "handshake refused: {head}");
+        Ok(Self { tcp })
+    }
+
+    /// Sends one masked frame.
+    pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
+        let mask = [0x5a, 0x17, 0xc3, 0x8e];
+        let mut frame = vec![u8::from(fin) << 7 | opcode];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len @ 126..=0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+        self.tcp.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// Reads the next frame the server sent.
+    pub async fn read_frame(&mut self) -> anyhow::Result<RawFrame> {
+        guard(self.read_frame_unguarded()).await?
+    }
+
+    async fn read_frame_unguarded(&mut self) -> anyhow::Result<RawFrame> {
+        let [first, second] = {
+            let mut header = [0; 2];
+            self.tcp.read_exact(&mut header).await?;
+            header
+        };
+        anyhow::ensure!(second & 0x80 == 0, "server frames must not be masked");
+        let len = match second & 0x7f {
+            126 => u64::from(self.tcp.read_u16().await?),
+            127 => self.tcp.read_u64().await?,
+            len => u64::from(len),
+        };
+        let mut payload = vec![0; usize::try_from(len)?];
+        self.tcp.read_exact(&mut payload).await?;
+        Ok(RawFrame { fin: first & 0x80 != 0, opcode: first & 0x0f, payload })
+    }
+}

@@ -1,0 +1,77 @@
+//! Bad components and failing guests: clear errors, contained failures.
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wsplug::Runtime;
+use wsplug_tests::{TestServer, example, receive, receive_text, test_guest};
+
+#[tokio::test]
+async fn a_trapping_guest_closes_only_its_own_connection_with_1011() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter")), ("/trap", test_guest("trap"))]).await?;
+    let mut greeter = server.connect("/greeter").await?;
+    greeter.send(Message::text("Peter")).await?;
+    assert_eq!(receive_text(&mut greeter).await?, "Hello Peter!");
+
+    let mut doomed = server.connect("/trap").await?;
+    let mut neighbour = server.connect("/trap").await?;
+    doomed.send(Message::text("still fine")).await?;
+    assert_eq!(receive_text(&mut doomed).await?, "still fine");
+    doomed.send(Message::text("trap")).await?;
+    match receive(&mut doomed).await? {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Error),
+        other => anyhow::bail!("expected close 1011, got {other:?}"),
+    }
+
+    // Same component, other instance; and another component: both unharmed.
+    neighbour.send(Message::text("hello")).await?;
+    assert_eq!(receive_text(&mut neighbour).await?, "hello");
+    greeter.send(Message::text("John")).await?;
+    assert_eq!(receive_text(&mut greeter).await?, "Hello John!");
+    Ok(())
+}
+
+#[test]
+fn a_missing_component_file_is_named_in_the_error() {
+    let error = Runtime::new().unwrap().load("no/such/handler.wasm".as_ref()).err().unwrap();
+    let message = format!("{error:#}");
+    assert!(message.contains("no/such/handler.wasm"), "{message}");
+    assert!(message.contains("cannot read"), "{message}");
+}
+
+#[test]
+fn a_component_that_exports_no_handler_is_rejected_with_what_is_missing() {
+    let path = test_guest("not-a-handler");
+    let error = Runtime::new().unwrap().load(&path).err().unwrap();
+    let message = format!("{error:#}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("wsplug:websocket/flow@0.1.0"), "{message}");
+    assert!(message.contains("sink-source-handler"), "{message}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_rejected() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let error = Runtime::new().unwrap().load(&path).err().unwrap();
+    let message = format!("{error:#}");
+    assert!(message.contains("is not a WebAssembly component"), "{message}");
+}
+
+#[tokio::test]
+async fn one_host_serves_several_routes() -> anyhow::Result<()> {
+    let server = TestServer::start(&[
+        ("/greeter", example("greeter")),
+        ("/echo", example("echo")),
+        ("/ticker", example("ticker")),
+    ])
+    .await?;
+    let mut greeter = server.connect("/greeter").await?;
+    let mut echo = server.connect("/echo").await?;
+    let mut ticker = server.connect("/ticker?interval_ms=10").await?;
+    greeter.send(Message::text("Peter")).await?;
+    echo.send(Message::text("Peter")).await?;
+    assert_eq!(receive_text(&mut greeter).await?, "Hello Peter!");
+    assert_eq!(receive_text(&mut echo).await?, "Peter");
+    assert_eq!(receive_text(&mut ticker).await?, "tick 1");
+    Ok(())
+}
