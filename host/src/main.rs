@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use wsplug::{Routes, Runtime, Server};
 
+mod talk;
+
 #[derive(Parser)]
 #[command(version, about = "Serve WebSocket endpoints whose handlers are WebAssembly components")]
 struct Cli {
@@ -24,6 +26,12 @@ enum Command {
         #[arg(long = "route", value_name = "PATH=COMPONENT", value_parser = parse_route, required = true)]
         routes: Vec<(String, PathBuf)>,
     },
+    /// Talk to a WebSocket endpoint: each line of standard input is sent as a
+    /// text message, each message received is printed.
+    Talk {
+        /// The endpoint, e.g. ws://127.0.0.1:8080/greeter
+        url: String,
+    },
 }
 
 fn parse_route(route: &str) -> anyhow::Result<(String, PathBuf)> {
@@ -41,9 +49,11 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "wsplug=info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let Command::Serve { listen, routes } = Cli::parse().command;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(listen, routes))
+    match Cli::parse().command {
+        Command::Serve { listen, routes } => runtime.block_on(serve(listen, routes)),
+        Command::Talk { url } => runtime.block_on(talk::talk(&url)),
+    }
 }
 
 async fn serve(listen: SocketAddr, routes: Vec<(String, PathBuf)>) -> anyhow::Result<()> {

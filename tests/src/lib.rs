@@ -28,6 +28,16 @@ pub fn test_guest(name: &str) -> PathBuf {
     PathBuf::from(env!("WSPLUG_TEST_COMPONENTS")).join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// The `wsplug` binary of this build (`cargo test --workspace` builds it
+/// before running any test).
+pub fn wsplug_binary() -> PathBuf {
+    // Tests run from target/<profile>/deps/; the binary is in target/<profile>/.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let binary = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").join("wsplug");
+    assert!(binary.exists(), "{} is missing: build it with `cargo build -p wsplug`", binary.display());
+    binary
+}
+
 /// A wsplug server running in this process; stopped when dropped.
 pub struct TestServer {
     /// Where it listens.
