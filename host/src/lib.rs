@@ -27,4 +27,4 @@ pub mod streams;
 pub mod upgrade;
 
 pub use runtime::{Handler, Runtime};
-pub use server::{Routes, Server};
+pub use server::{App, Routes, Server};

@@ -1,5 +1,5 @@
-//! The HTTP side: the accept loop, routing by path, and the hand-over of an
-//! upgraded connection to [`connection::serve`].
+//! The HTTP side: the accept loop ([`Server`]), routing by path and the
+//! hand-over of an upgraded connection to [`connection::serve`] ([`App`]).
 
 use crate::bindings::ConnectionInfo;
 use crate::connection;
@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
@@ -60,17 +61,81 @@ impl Routes {
     }
 }
 
+/// Everything needed to serve a connection, whatever carries its bytes: the
+/// routes and the counter that numbers connections in the logs.
+#[derive(Clone)]
+pub struct App {
+    routes: Arc<Routes>,
+    connection_ids: Arc<AtomicU64>,
+}
+
+impl App {
+    /// An app serving `routes`.
+    pub fn new(routes: Routes) -> Self {
+        Self { routes: Arc::new(routes), connection_ids: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Serves HTTP/1.1, with WebSocket upgrades, on one connection until it
+    /// closes. The server calls this for each TCP connection; the testkit for
+    /// an in-memory one.
+    pub async fn serve_io<I>(&self, io: I) -> Result<(), hyper::Error>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.clone();
+        let service = service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.route(request).await) }
+        });
+        http1::Builder::new().serve_connection(TokioIo::new(io), service).with_upgrades().await
+    }
+
+    /// Answers one request: 404 for an unknown path, the handshake's verdict
+    /// for a WebSocket route.
+    async fn route(&self, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(handler) = self.routes.handlers.get(request.uri().path()) else {
+            return drained(request, text_response(StatusCode::NOT_FOUND, "Unknown resource!")).await;
+        };
+        let response = match upgrade::accept(&request) {
+            Ok(response) => response,
+            Err(rejection) => return drained(request, rejection.into_response()).await,
+        };
+        let id = self.connection_ids.fetch_add(1, Ordering::Relaxed);
+        let info = connection_info(&request);
+        let handler = handler.clone();
+        // The upgrade resolves only once the 101 has been sent, so wait for it
+        // in a task of its own.
+        let upgraded = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            match upgraded.await {
+                Ok(upgraded) => {
+                    tracing::debug!(connection = id, path = info.path, "WebSocket connection opened");
+                    let socket = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(WebSocketConfig::default()),
+                    )
+                    .await;
+                    connection::serve(socket, &handler, info, id).await;
+                }
+                Err(err) => tracing::debug!(connection = id, "upgrade failed: {err}"),
+            }
+        });
+        response
+    }
+}
+
 /// A bound WebSocket server.
 pub struct Server {
     listener: TcpListener,
-    routes: Arc<Routes>,
+    app: App,
 }
 
 impl Server {
     /// Binds `address` (port 0 picks a free port).
     pub async fn bind(address: SocketAddr, routes: Routes) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-        Ok(Self { listener, routes: Arc::new(routes) })
+        Ok(Self { listener, app: App::new(routes) })
     }
 
     /// The address the server listens on.
@@ -81,7 +146,6 @@ impl Server {
     /// Accepts connections until the future is dropped. A failing connection
     /// never ends the loop.
     pub async fn run(self) {
-        let connection_ids = Arc::new(AtomicU64::new(0));
         loop {
             let (tcp, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -93,56 +157,16 @@ impl Server {
                     continue;
                 }
             };
-            tokio::spawn(serve_http(tcp, peer, self.routes.clone(), connection_ids.clone()));
+            // WebSocket messages are small and interactive: no Nagle delay.
+            let _ = tcp.set_nodelay(true);
+            let app = self.app.clone();
+            tokio::spawn(async move {
+                if let Err(err) = app.serve_io(tcp).await {
+                    tracing::debug!(%peer, "HTTP connection failed: {err}");
+                }
+            });
         }
     }
-}
-
-/// Serves HTTP/1.1 on one TCP connection, with upgrades.
-async fn serve_http(tcp: TcpStream, peer: SocketAddr, routes: Arc<Routes>, ids: Arc<AtomicU64>) {
-    // WebSocket messages are small and interactive: don't let Nagle hold them.
-    let _ = tcp.set_nodelay(true);
-    let service = service_fn(move |request| {
-        let routes = routes.clone();
-        let id = ids.fetch_add(1, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(route(request, &routes, id).await) }
-    });
-    if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(tcp), service).with_upgrades().await {
-        tracing::debug!(%peer, "HTTP connection failed: {err}");
-    }
-}
-
-/// Answers one request: 404 for an unknown path, the handshake's verdict for
-/// a WebSocket route.
-async fn route(mut request: Request<Incoming>, routes: &Routes, id: u64) -> Response<Full<Bytes>> {
-    let Some(handler) = routes.handlers.get(request.uri().path()) else {
-        return drained(request, text_response(StatusCode::NOT_FOUND, "Unknown resource!")).await;
-    };
-    let response = match upgrade::accept(&request) {
-        Ok(response) => response,
-        Err(rejection) => return drained(request, rejection.into_response()).await,
-    };
-    let info = connection_info(&request);
-    let handler = handler.clone();
-    // The upgrade resolves only once the 101 has been sent, so wait for it in
-    // a task of its own.
-    let upgraded = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
-        match upgraded.await {
-            Ok(upgraded) => {
-                tracing::debug!(connection = id, path = info.path, "WebSocket connection opened");
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(WebSocketConfig::default()),
-                )
-                .await;
-                connection::serve(socket, &handler, info, id).await;
-            }
-            Err(err) => tracing::debug!(connection = id, "upgrade failed: {err}"),
-        }
-    });
-    response
 }
 
 /// What the handler learns about the connection from the upgrade request.

@@ -1,0 +1,106 @@
+//! The testkit's own tests: what each expectation accepts, and that each
+//! failure says what arrived instead.
+
+use std::time::Duration;
+use wsplug_testkit::{Received, TestApp};
+use wsplug_tests::{example, test_guest};
+
+fn greeter() -> TestApp {
+    TestApp::new([("/greeter", example("greeter"))]).unwrap()
+}
+
+#[tokio::test]
+async fn requests_show_the_hosts_http_answers() {
+    let app = greeter();
+    let plain = app.get("/greeter").await.unwrap();
+    assert_eq!((plain.status.as_u16(), plain.body.as_str()), (400, "Not a valid websocket request!"));
+    let unknown = app.websocket("/nowhere").send().await;
+    assert!(!unknown.is_websocket_upgrade());
+    assert_eq!((unknown.status().as_u16(), unknown.body()), (404, "Unknown resource!"));
+    let accepted = app.websocket("/greeter").header("X-Trace", "1").send().await;
+    assert!(accepted.is_websocket_upgrade());
+    assert_eq!(accepted.status().as_u16(), 101);
+    assert_eq!(accepted.header("upgrade"), Some("websocket"));
+    assert_eq!(accepted.subprotocol(), None);
+}
+
+#[tokio::test]
+async fn a_message_sent_in_fragments_with_pauses_arrives_whole() {
+    let mut probe = greeter().connect("/greeter").await;
+    probe.send_text_stream(&["Stre", "am", "ing"], Duration::from_millis(20)).await;
+    probe.expect_text("Hello Streaming!").await;
+}
+
+#[tokio::test]
+async fn expect_message_collects_whatever_comes() {
+    let app = TestApp::new([("/echo", example("echo"))]).unwrap();
+    let mut probe = app.connect("/echo").await;
+    let large = vec![9; 300 * 1024];
+    probe.send_binary(&large).await;
+    assert_eq!(probe.expect_message().await, Received::Binary(large));
+    probe.send_binary(b"\x01\x02").await;
+    probe.expect_binary(b"\x01\x02").await;
+}
+
+#[tokio::test]
+async fn a_trapping_guest_shows_as_close_1011() {
+    let app = TestApp::new([("/trap", test_guest("trap"))]).unwrap();
+    let mut probe = app.connect("/trap").await;
+    probe.send_text("trap").await;
+    probe.expect_close(1011).await;
+    probe.expect_completion().await;
+}
+
+#[tokio::test]
+#[should_panic(expected = r#"expected text "Hello Paul!", got text "Hello Peter!""#)]
+async fn expect_text_shows_the_text_that_came() {
+    let mut probe = greeter().connect("/greeter").await;
+    probe.send_text("Peter").await;
+    probe.expect_text("Hello Paul!").await;
+}
+
+#[tokio::test]
+#[should_panic(expected = r#"expected binary message of 1 bytes [2a], got text "Hello Peter!""#)]
+async fn expect_binary_shows_what_came() {
+    let mut probe = greeter().connect("/greeter").await;
+    probe.send_text("Peter").await;
+    probe.expect_binary(b"*").await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "expected a message, got nothing within 50ms")]
+async fn expect_message_times_out() {
+    let mut probe = greeter().connect("/greeter").await.with_timeout(Duration::from_millis(50));
+    probe.expect_message().await;
+}
+
+#[tokio::test]
+#[should_panic(expected = r#"expected no message within 1s, got text "Hello Peter!""#)]
+async fn expect_no_message_shows_the_message_that_came() {
+    let mut probe = greeter().connect("/greeter").await;
+    probe.send_text("Peter").await;
+    probe.expect_no_message(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = r#"expected close 1000, got close 1011 "handler failed""#)]
+async fn expect_close_shows_the_code_that_came() {
+    let app = TestApp::new([("/trap", test_guest("trap"))]).unwrap();
+    let mut probe = app.connect("/trap").await;
+    probe.send_text("trap").await;
+    probe.expect_close(1000).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = r#"expected the connection to end, got text "tick 1""#)]
+async fn expect_completion_shows_what_came_instead() {
+    let app = TestApp::new([("/ticker", example("ticker"))]).unwrap();
+    let mut probe = app.connect("/ticker?interval_ms=10").await;
+    probe.expect_completion().await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "expected a WebSocket upgrade, got 404 Not Found")]
+async fn connect_shows_a_refused_upgrade() {
+    greeter().connect("/nowhere").await;
+}
