@@ -6,6 +6,10 @@
 //!  client ◀── write_client ◀─(mpsc)── OutgoingMessages ◀── guest output
 //! ```
 //!
+//! Besides the guest's messages, the writer sends keep-alive pings and
+//! watches for idleness; the reader answers protocol violations with the
+//! right close code.
+//!
 //! All of it runs on the connection's task: the two pumps and the store's
 //! event loop are futures joined together, with no task per message. The
 //! bounded channels are the backpressure in both directions.
@@ -16,13 +20,17 @@ use crate::streams::{ClientMessage, GuestMessage, IncomingMessages, OutgoingMess
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::StreamReader;
 
 /// How many client messages may wait for the guest to read them. With
@@ -36,47 +44,130 @@ const OUTGOING_QUEUE: usize = 16;
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves one upgraded connection with a fresh instance of `handler`, until
+/// What a connection needs besides its socket.
+pub struct Session {
+    /// The connection's number in the logs.
+    pub id: u64,
+    /// The route's handler.
+    pub handler: Handler,
+    /// What the handler is told about the connection.
+    pub info: ConnectionInfo,
+    /// Close after this long without traffic (zero: never).
+    pub idle_timeout: Duration,
+    /// Ping this often (zero: never).
+    pub ping_interval: Duration,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// How long the guest may go on once the server shuts down.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves one upgraded connection with a fresh instance of the handler, until
 /// the connection is closed.
 ///
-/// The connection ends when the handler's output ends (close 1000), when the
-/// handler traps (close 1011), or when the client closes or drops it (the
-/// instance is then dropped, whatever it was doing).
-pub async fn serve<S>(socket: WebSocketStream<S>, handler: &Handler, info: ConnectionInfo, id: u64)
+/// | what happens | close frame sent |
+/// |---|---|
+/// | the handler's output ends | 1000 |
+/// | the handler traps | 1011 `handler failed` |
+/// | a message or frame over the route's limit | 1009 |
+/// | invalid UTF-8 in a text message | 1007 |
+/// | any other protocol violation by the client | 1002 |
+/// | no traffic for the idle timeout | 1001 `idle timeout` |
+/// | server shutdown: input ended, output done or grace over | 1001 `server shutting down` |
+/// | the client closes | (tungstenite echoes the client's close) |
+pub async fn serve<S>(socket: WebSocketStream<S>, session: Session)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let id = session.id;
     let (mut sink, stream) = socket.split();
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let activity = Activity::new();
 
-    let read = read_client(stream, incoming_tx);
-    tokio::pin!(read);
-    let guest_then_close = async {
-        let (outcome, ()) =
-            tokio::join!(run_guest(handler, info, incoming_rx, outgoing_tx), write_client(&mut sink, outgoing_rx),);
-        let close = match outcome {
-            Ok(()) => CloseFrame { code: CloseCode::Normal, reason: "".into() },
-            Err(err) => {
-                tracing::warn!(connection = id, "handler failed: {err:?}");
-                CloseFrame { code: CloseCode::Error, reason: "handler failed".into() }
-            }
-        };
-        // The client may be gone already; nothing more to do then.
-        let _ = sink.send(Message::Close(Some(close))).await;
-    };
-
-    tokio::select! {
-        // The client closed the connection or it broke: whatever the guest
-        // still had to say can no longer be sent.
-        () = &mut read => {}
-        () = guest_then_close => {
-            if tokio::time::timeout(CLOSE_TIMEOUT, read).await.is_err() {
-                tracing::debug!(connection = id, "client did not answer the close frame in time");
+    let mut read = pin!(read_client(stream, incoming_tx, &activity, &session.shutdown));
+    let mut read_done = false;
+    // The guest and the writer live in this block; once it ends they are
+    // gone (the instance with them) and the sink is free for the close frame.
+    let close = {
+        let mut guest = pin!(run_guest(&session.handler, session.info.clone(), incoming_rx, outgoing_tx));
+        let mut write =
+            pin!(write_client(&mut sink, outgoing_rx, &activity, session.ping_interval, session.idle_timeout));
+        let mut guest_done = false;
+        let mut shutting_down = false;
+        let mut grace = pin!(tokio::time::sleep(Duration::MAX / 4));
+        loop {
+            tokio::select! {
+                end = &mut read, if !read_done => {
+                    read_done = true;
+                    match end {
+                        // Whatever the guest still had to say can no longer be
+                        // sent; the instance is dropped with this block.
+                        ReadEnd::Closed => break None,
+                        ReadEnd::Violation(frame) => {
+                            tracing::debug!(connection = id, "closing with {}: {}", u16::from(frame.code), frame.reason);
+                            break Some(frame);
+                        }
+                    }
+                }
+                result = &mut guest, if !guest_done => {
+                    guest_done = true;
+                    if let Err(err) = result {
+                        tracing::warn!(connection = id, path = session.info.path, "handler failed: {err:?}");
+                        break Some(close_frame(CloseCode::Error, "handler failed"));
+                    }
+                    // Its output ended: the writer sends what is queued, then ends.
+                }
+                end = &mut write => break match end {
+                    WriteEnd::Drained if shutting_down => Some(close_frame(CloseCode::Away, "server shutting down")),
+                    WriteEnd::Drained => Some(close_frame(CloseCode::Normal, "")),
+                    WriteEnd::Idle => Some(close_frame(CloseCode::Away, "idle timeout")),
+                    WriteEnd::Failed => None,
+                },
+                () = session.shutdown.cancelled(), if !shutting_down => {
+                    // The reader has ended the guest's input; give the guest the
+                    // grace period to finish its output.
+                    shutting_down = true;
+                    grace.as_mut().reset(Instant::now() + session.shutdown_grace);
+                }
+                () = &mut grace, if shutting_down => break Some(close_frame(CloseCode::Away, "server shutting down")),
             }
         }
+    };
+    if let Some(frame) = close
+        && sink.send(Message::Close(Some(frame))).await.is_ok()
+        && !read_done
+        && tokio::time::timeout(CLOSE_TIMEOUT, read).await.is_err()
+    {
+        tracing::debug!(connection = id, "client did not answer the close frame in time");
     }
     tracing::debug!(connection = id, "connection closed");
+}
+
+fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
+    CloseFrame { code, reason: reason.into() }
+}
+
+/// When the connection last carried traffic: a message either way, or any
+/// frame from the client (a pong included).
+struct Activity {
+    start: Instant,
+    last_millis: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { start: Instant::now(), last_millis: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let millis = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_millis.load(Ordering::Relaxed))
+    }
 }
 
 /// Instantiates the handler and runs it until its output ends. `Err` is a
@@ -134,69 +225,192 @@ async fn run_guest(
     }
 }
 
-/// Reads the client's messages and queues them for the guest until the
-/// connection closes. Control frames are handled by tungstenite (pings are
-/// answered, a close is echoed).
-async fn read_client<S>(mut stream: SplitStream<WebSocketStream<S>>, incoming: mpsc::Sender<ClientMessage>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(message) = stream.next().await {
-        let message = match message {
-            Ok(Message::Text(text)) => ClientMessage::Text(text),
-            Ok(Message::Binary(data)) => ClientMessage::Binary(data),
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => continue,
-            Err(err) => {
-                tracing::debug!("reading from the client failed: {err}");
-                return;
-            }
-        };
-        // Once the guest is gone nobody reads the queue; keep reading the
-        // socket anyway so that the close handshake completes.
-        let _ = incoming.send(message).await;
-    }
+/// How reading from the client ended.
+enum ReadEnd {
+    /// The client closed the connection (the close was echoed) or dropped it.
+    Closed,
+    /// The client broke the rules; the close frame to answer with.
+    Violation(CloseFrame),
 }
 
-/// Writes the guest's messages to the client until the guest's output ends
-/// and every queued message is out, or the socket fails.
-async fn write_client<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, mut outgoing: mpsc::Receiver<GuestMessage>)
+/// Reads the client's messages and queues them for the guest until the
+/// connection closes. Pings are answered and a close is echoed by tungstenite.
+/// Once the server shuts down, the guest's input ends and further messages
+/// are discarded.
+async fn read_client<S>(
+    mut stream: SplitStream<WebSocketStream<S>>,
+    incoming: mpsc::Sender<ClientMessage>,
+    activity: &Activity,
+    shutdown: &CancellationToken,
+) -> ReadEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(message) = outgoing.recv().await {
-        let written = match message {
-            GuestMessage::Strict(message) => sink.feed(message).await,
-            GuestMessage::Streamed { text, chunks } => write_streamed(sink, text, chunks).await,
+    let mut incoming = Some(incoming);
+    let mut shutting_down = pin!(shutdown.cancelled());
+    loop {
+        let next = tokio::select! {
+            () = &mut shutting_down, if incoming.is_some() => {
+                incoming = None;
+                continue;
+            }
+            next = stream.next() => next,
         };
-        // Flush once the queue is empty rather than after every message.
-        let flushed = match written {
-            Ok(()) if outgoing.is_empty() => sink.flush().await,
-            other => other,
+        let message = match next {
+            None => return ReadEnd::Closed,
+            Some(Err(err)) => return read_error(err),
+            Some(Ok(message)) => message,
         };
-        if let Err(err) = flushed {
-            tracing::debug!("writing to the client failed: {err}");
-            return;
+        activity.touch();
+        let message = match message {
+            Message::Text(text) => ClientMessage::Text(text),
+            Message::Binary(data) => ClientMessage::Binary(data),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => continue,
+        };
+        let Some(sender) = &incoming else { continue };
+        tokio::select! {
+            // Once the guest is gone nobody reads the queue; keep reading the
+            // socket anyway so that the close handshake completes.
+            _ = sender.send(message) => {}
+            () = &mut shutting_down => incoming = None,
         }
     }
 }
 
-/// Writes a streamed message as a fragmented one: a frame per chunk, each
+/// The close frame that answers a read error, if the connection still stands.
+fn read_error(err: tungstenite::Error) -> ReadEnd {
+    use tungstenite::Error;
+    let frame = match err {
+        Error::Capacity(err) => CloseFrame { code: CloseCode::Size, reason: err.to_string().into() },
+        Error::Utf8(_) => close_frame(CloseCode::Invalid, "invalid UTF-8 in a text message"),
+        Error::Protocol(err) => CloseFrame { code: CloseCode::Protocol, reason: err.to_string().into() },
+        err => {
+            tracing::debug!("reading from the client failed: {err}");
+            return ReadEnd::Closed;
+        }
+    };
+    ReadEnd::Violation(frame)
+}
+
+/// How writing to the client ended.
+enum WriteEnd {
+    /// The guest's output ended and everything queued is out.
+    Drained,
+    /// Nothing went either way for the idle timeout.
+    Idle,
+    /// The socket failed.
+    Failed,
+}
+
+/// A streamed message being written: its chunks and the opcode of its next
+/// frame.
+struct OpenBody {
+    chunks: mpsc::Receiver<Bytes>,
+    opcode: OpCode,
+}
+
+/// Writes the guest's messages to the client, sends keep-alive pings and
+/// watches for idleness, until the guest's output has ended and every queued
+/// message is out.
+///
+/// A streamed message goes out as a fragmented one: a frame per chunk, each
 /// flushed as it comes so that the client sees the message while the guest is
 /// still writing it, then an empty final frame.
-async fn write_streamed<S>(
+async fn write_client<S>(
     sink: &mut SplitSink<WebSocketStream<S>, Message>,
-    text: bool,
-    mut chunks: mpsc::Receiver<Bytes>,
+    mut outgoing: mpsc::Receiver<GuestMessage>,
+    activity: &Activity,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+) -> WriteEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut body: Option<OpenBody> = None;
+    let mut ping =
+        (!ping_interval.is_zero()).then(|| tokio::time::interval_at(Instant::now() + ping_interval, ping_interval));
+    // Re-armed only when it fires, not on every message.
+    let mut idle_check = pin!(tokio::time::sleep(idle_timeout));
+    loop {
+        let written = tokio::select! {
+            chunk = recv_chunk(&mut body), if body.is_some() => {
+                activity.touch();
+                let open = body.as_mut().expect("guarded by the branch condition");
+                match chunk {
+                    Some(chunk) => {
+                        let frame = Frame::message(chunk, open.opcode, false);
+                        open.opcode = OpCode::Data(Data::Continue);
+                        sink.send(Message::Frame(frame)).await
+                    }
+                    None => {
+                        // If no chunk was sent, the opcode is still the first
+                        // one: the message goes out whole, and empty.
+                        let open = body.take().expect("guarded by the branch condition");
+                        flush_if_idle(sink, &outgoing, Frame::message(Bytes::new(), open.opcode, true)).await
+                    }
+                }
+            }
+            message = outgoing.recv(), if body.is_none() => match message {
+                None => return WriteEnd::Drained,
+                Some(GuestMessage::Strict(message)) => {
+                    activity.touch();
+                    match sink.feed(message).await {
+                        // Flush once the queue is empty rather than after every message.
+                        Ok(()) if outgoing.is_empty() => sink.flush().await,
+                        other => other,
+                    }
+                }
+                Some(GuestMessage::Streamed { text, chunks }) => {
+                    let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
+                    body = Some(OpenBody { chunks, opcode });
+                    Ok(())
+                }
+            },
+            _ = tick(&mut ping) => sink.send(Message::Ping(Bytes::new())).await,
+            () = &mut idle_check, if !idle_timeout.is_zero() => {
+                let idle_until = activity.last() + idle_timeout;
+                if Instant::now() >= idle_until {
+                    return WriteEnd::Idle;
+                }
+                idle_check.as_mut().reset(idle_until);
+                Ok(())
+            }
+        };
+        if let Err(err) = written {
+            tracing::debug!("writing to the client failed: {err}");
+            return WriteEnd::Failed;
+        }
+    }
+}
+
+/// The next chunk of the open streamed message (`None`: it has ended).
+async fn recv_chunk(body: &mut Option<OpenBody>) -> Option<Bytes> {
+    match body {
+        Some(open) => open.chunks.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next keep-alive tick, never if pings are off.
+async fn tick(ping: &mut Option<tokio::time::Interval>) {
+    match ping {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the final frame of a streamed message; flushes unless more
+/// messages are already queued behind it.
+async fn flush_if_idle<S>(
+    sink: &mut SplitSink<WebSocketStream<S>, Message>,
+    outgoing: &mpsc::Receiver<GuestMessage>,
+    frame: Frame,
 ) -> tungstenite::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let first = OpCode::Data(if text { Data::Text } else { Data::Binary });
-    let mut opcode = first;
-    while let Some(chunk) = chunks.recv().await {
-        sink.send(Message::Frame(Frame::message(chunk, opcode, false))).await?;
-        opcode = OpCode::Data(Data::Continue);
-    }
-    // `opcode == first` here means no chunk was sent: an empty message.
-    sink.feed(Message::Frame(Frame::message(Bytes::new(), opcode, true))).await
+    sink.feed(Message::Frame(frame)).await?;
+    if outgoing.is_empty() { sink.flush().await } else { Ok(()) }
 }

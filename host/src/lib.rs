@@ -8,23 +8,26 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! use wsplug::{Routes, Runtime, Server};
+//! use wsplug::{App, Config, RouteConfig, Routes, Runtime, Server};
 //!
-//! let runtime = Runtime::new()?;
-//! let routes = Routes::load(&runtime, [("/greeter".to_owned(), "greeter.wasm".into())])?;
-//! let server = Server::bind("127.0.0.1:8080".parse()?, routes).await?;
-//! server.run().await;
+//! let mut config = Config::default();
+//! config.set_route(RouteConfig::new("/greeter", "greeter.wasm"));
+//! let routes = Routes::load(&Runtime::new()?, &config.routes)?;
+//! let server = Server::bind(config.listen, App::new(routes, &config)).await?;
+//! server.run_until(async { tokio::signal::ctrl_c().await.unwrap() }).await;
 //! # Ok(())
 //! # }
 //! ```
 #![deny(missing_docs)]
 
 pub mod bindings;
+pub mod config;
 pub mod connection;
 pub mod runtime;
 pub mod server;
 pub mod streams;
 pub mod upgrade;
 
+pub use config::{Config, RouteConfig};
 pub use runtime::{Handler, Runtime};
 pub use server::{App, Routes, Server};

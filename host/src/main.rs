@@ -1,10 +1,10 @@
-//! The `wsplug` command line: `wsplug serve --route /path=component.wasm`.
+//! The `wsplug` command line: `wsplug serve` and `wsplug talk`.
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use wsplug::{Routes, Runtime, Server};
+use wsplug::{App, Config, RouteConfig, Routes, Runtime, Server};
 
 mod talk;
 
@@ -18,14 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve WebSocket routes, each handled by a component.
-    Serve {
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// A route, as `/path=component.wasm`; repeat for several routes.
-        #[arg(long = "route", value_name = "PATH=COMPONENT", value_parser = parse_route, required = true)]
-        routes: Vec<(String, PathBuf)>,
-    },
+    Serve(ServeArgs),
     /// Talk to a WebSocket endpoint: each line of standard input is sent as a
     /// text message, each message received is printed.
     Talk {
@@ -34,38 +27,105 @@ enum Command {
     },
 }
 
-fn parse_route(route: &str) -> anyhow::Result<(String, PathBuf)> {
+/// Flags override the config file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A TOML config file (see the README for its keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// A route, as `/path=component.wasm`, with default settings; repeat for
+    /// several routes. Replaces a config-file route of the same path.
+    #[arg(long = "route", value_name = "PATH=COMPONENT", value_parser = parse_route)]
+    routes: Vec<RouteConfig>,
+    /// The log filter, e.g. `wsplug=debug` [default: wsplug=info]; RUST_LOG
+    /// wins over it.
+    #[arg(long)]
+    log: Option<String>,
+    /// Open WebSocket connections allowed on the host [default: 10000].
+    #[arg(long)]
+    max_connections: Option<usize>,
+}
+
+fn parse_route(route: &str) -> anyhow::Result<RouteConfig> {
     let Some((path, component)) = route.split_once('=') else {
         bail!("expected PATH=COMPONENT, e.g. /greeter=greeter.wasm");
     };
     if !path.starts_with('/') {
         bail!("the path `{path}` must start with `/`");
     }
-    Ok((path.to_owned(), PathBuf::from(component)))
+    Ok(RouteConfig::new(path, component))
+}
+
+impl ServeArgs {
+    /// The config file, if any, with the flags applied over it.
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(log) = self.log {
+            config.log = log;
+        }
+        if let Some(max) = self.max_connections {
+            config.max_connections = max;
+        }
+        for route in self.routes {
+            config.set_route(route);
+        }
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "wsplug=info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match Cli::parse().command {
-        Command::Serve { listen, routes } => runtime.block_on(serve(listen, routes)),
-        Command::Talk { url } => runtime.block_on(talk::talk(&url)),
+        Command::Serve(args) => {
+            let config = args.into_config()?;
+            init_logging(&config.log);
+            runtime()?.block_on(serve(config))
+        }
+        Command::Talk { url } => {
+            init_logging("wsplug=info");
+            runtime()?.block_on(talk::talk(&url))
+        }
     }
 }
 
-async fn serve(listen: SocketAddr, routes: Vec<(String, PathBuf)>) -> anyhow::Result<()> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     // Every component is compiled and checked before the port is bound.
-    let routes = Routes::load(&Runtime::new()?, routes)?;
-    let server = Server::bind(listen, routes.clone()).await?;
+    let routes = Routes::load(&Runtime::new()?, &config.routes)?;
+    let paths: Vec<String> = routes.paths().into_iter().map(str::to_owned).collect();
+    let server = Server::bind(config.listen, App::new(routes, &config)).await?;
     let address = server.local_addr()?;
-    for path in routes.paths() {
+    for path in paths {
         tracing::info!("serving ws://{address}{path}");
     }
-    tokio::select! {
-        () = server.run() => Ok(()),
-        signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C"),
-    }
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot wait for SIGTERM")?;
+    server
+        .run_until(async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            tracing::info!("shutting down");
+        })
+        .await;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -1,127 +1,237 @@
-//! The HTTP side: the accept loop ([`Server`]), routing by path and the
-//! hand-over of an upgraded connection to [`connection::serve`] ([`App`]).
+//! The HTTP side: the accept loop ([`Server`]), and per connection ([`App`])
+//! HTTP/1.1 and HTTP/2, routing by path, connection limits and the hand-over
+//! of an accepted WebSocket to [`connection::serve`]; graceful shutdown.
 
 use crate::bindings::ConnectionInfo;
-use crate::connection;
+use crate::config::{Config, RouteConfig};
+use crate::connection::{self, Session};
 use crate::runtime::{Handler, Runtime};
-use crate::upgrade::{self, text_response};
-use anyhow::{Context as _, bail};
+use crate::upgrade::{self, Rejection, text_response};
+use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How much of a rejected request's body is read and discarded so that the
 /// connection can serve the next request; past this the connection is closed.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
+/// Beyond the grace period, how long shutdown waits for close handshakes.
+const CLOSE_HANDSHAKE_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// A route: its settings, its compiled handler, its connection permits.
+struct Route {
+    config: RouteConfig,
+    handler: Handler,
+    permits: Option<Arc<Semaphore>>,
+}
+
 /// Which handler serves which path.
-#[derive(Clone, Default)]
 pub struct Routes {
-    handlers: HashMap<String, Handler>,
+    routes: HashMap<String, Route>,
 }
 
 impl Routes {
-    /// Compiles each `(path, component file)` pair with `runtime`. Fails on
-    /// the first bad component or bad path, naming it.
-    pub fn load(runtime: &Runtime, routes: impl IntoIterator<Item = (String, PathBuf)>) -> anyhow::Result<Self> {
-        let mut handlers = HashMap::new();
-        for (path, component) in routes {
-            if !path.starts_with('/') {
-                bail!("route path `{path}` must start with `/`");
-            }
-            if handlers.contains_key(&path) {
-                bail!("route path `{path}` is given twice");
-            }
-            let handler = runtime.load(&component).with_context(|| format!("route {path}"))?;
-            handlers.insert(path, handler);
+    /// Compiles each route's component with `runtime`. Fails on the first bad
+    /// component, naming the route and the file.
+    pub fn load(runtime: &Runtime, routes: &[RouteConfig]) -> anyhow::Result<Self> {
+        let mut loaded = HashMap::new();
+        for config in routes {
+            let handler = runtime.load(&config.component).with_context(|| format!("route {}", config.path))?;
+            let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
+            loaded.insert(config.path.clone(), Route { config: config.clone(), handler, permits });
         }
-        Ok(Self { handlers })
+        Ok(Self { routes: loaded })
     }
 
     /// The routed paths, sorted.
     pub fn paths(&self) -> Vec<&str> {
-        let mut paths: Vec<_> = self.handlers.keys().map(String::as_str).collect();
+        let mut paths: Vec<_> = self.routes.keys().map(String::as_str).collect();
         paths.sort_unstable();
         paths
     }
 }
 
-/// Everything needed to serve a connection, whatever carries its bytes: the
-/// routes and the counter that numbers connections in the logs.
+/// Everything needed to serve a connection, whatever carries its bytes.
 #[derive(Clone)]
 pub struct App {
-    routes: Arc<Routes>,
-    connection_ids: Arc<AtomicU64>,
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    routes: Routes,
+    /// Host-wide WebSocket connection permits.
+    permits: Arc<Semaphore>,
+    handshake_timeout: Duration,
+    shutdown_grace: Duration,
+    shutdown: CancellationToken,
+    /// Every connection task, HTTP and WebSocket, so that shutdown can wait.
+    tasks: TaskTracker,
+    connection_ids: AtomicU64,
+    open_http: AtomicUsize,
+    open_websockets: AtomicUsize,
+}
+
+/// Counts an open connection for as long as it lives.
+struct Open<'a>(&'a AtomicUsize);
+
+impl<'a> Open<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl App {
-    /// An app serving `routes`.
-    pub fn new(routes: Routes) -> Self {
-        Self { routes: Arc::new(routes), connection_ids: Arc::new(AtomicU64::new(0)) }
+    /// An app serving `routes` with the host-wide settings of `config`.
+    pub fn new(routes: Routes, config: &Config) -> Self {
+        Self {
+            inner: Arc::new(AppInner {
+                routes,
+                permits: Arc::new(Semaphore::new(config.max_connections)),
+                handshake_timeout: config.handshake_timeout,
+                shutdown_grace: config.shutdown_grace,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                connection_ids: AtomicU64::new(0),
+                open_http: AtomicUsize::new(0),
+                open_websockets: AtomicUsize::new(0),
+            }),
+        }
     }
 
-    /// Serves HTTP/1.1, with WebSocket upgrades, on one connection until it
-    /// closes. The server calls this for each TCP connection; the testkit for
-    /// an in-memory one.
-    pub async fn serve_io<I>(&self, io: I) -> Result<(), hyper::Error>
+    /// HTTP connections being served now (WebSocket ones included).
+    pub fn open_connections(&self) -> usize {
+        self.inner.open_http.load(Ordering::Relaxed) + self.open_websockets()
+    }
+
+    /// WebSocket connections open now.
+    pub fn open_websockets(&self) -> usize {
+        self.inner.open_websockets.load(Ordering::Relaxed)
+    }
+
+    /// Serves HTTP/1.1 and cleartext HTTP/2 (both with WebSocket upgrades) on
+    /// one connection until it closes. The server calls this for each TCP
+    /// connection; the testkit for an in-memory one.
+    pub async fn serve_io<I>(&self, io: I) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let _open = Open::new(&self.inner.open_http);
         let app = self.clone();
         let service = service_fn(move |request| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.route(request).await) }
         });
-        http1::Builder::new().serve_connection(TokioIo::new(io), service).with_upgrades().await
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Slowloris: a client that does not finish its headers in time loses
+        // the connection.
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.inner.handshake_timeout);
+        builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+        let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        tokio::select! {
+            result = connection.as_mut() => result,
+            () = self.inner.shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
     }
 
     /// Answers one request: 404 for an unknown path, the handshake's verdict
     /// for a WebSocket route.
     async fn route(&self, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(handler) = self.routes.handlers.get(request.uri().path()) else {
+        let Some(route) = self.inner.routes.routes.get(request.uri().path()) else {
             return drained(request, text_response(StatusCode::NOT_FOUND, "Unknown resource!")).await;
         };
-        let response = match upgrade::accept(&request) {
-            Ok(response) => response,
+        let accepted = match upgrade::accept(&request, &route.config.protocols) {
+            Ok(accepted) => accepted,
             Err(rejection) => return drained(request, rejection.into_response()).await,
         };
-        let id = self.connection_ids.fetch_add(1, Ordering::Relaxed);
-        let info = connection_info(&request);
-        let handler = handler.clone();
-        // The upgrade resolves only once the 101 has been sent, so wait for it
-        // in a task of its own.
+        let Some(permits) = self.acquire_permits(route) else {
+            return drained(request, Rejection::TooManyConnections.into_response()).await;
+        };
+        let id = self.inner.connection_ids.fetch_add(1, Ordering::Relaxed);
+        let session = Session {
+            id,
+            handler: route.handler.clone(),
+            info: connection_info(&request, accepted.subprotocol),
+            idle_timeout: route.config.idle_timeout,
+            ping_interval: route.config.ping_interval,
+            shutdown: self.inner.shutdown.clone(),
+            shutdown_grace: self.inner.shutdown_grace,
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(route.config.max_message_size))
+            .max_frame_size(Some(route.config.max_frame_size));
+        // The upgrade resolves only once the response has been sent, so wait
+        // for it in a task of its own.
         let upgraded = hyper::upgrade::on(&mut request);
-        tokio::spawn(async move {
+        let app = self.clone();
+        self.inner.tasks.spawn(async move {
+            let _permits = permits;
+            let _open = Open::new(&app.inner.open_websockets);
             match upgraded.await {
                 Ok(upgraded) => {
-                    tracing::debug!(connection = id, path = info.path, "WebSocket connection opened");
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(WebSocketConfig::default()),
-                    )
-                    .await;
-                    connection::serve(socket, &handler, info, id).await;
+                    tracing::debug!(connection = id, path = session.info.path, "WebSocket connection opened");
+                    let socket =
+                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    connection::serve(socket, session).await;
                 }
                 Err(err) => tracing::debug!(connection = id, "upgrade failed: {err}"),
             }
         });
-        response
+        accepted.response
+    }
+
+    /// A host-wide permit and, if the route has a limit, a route permit.
+    fn acquire_permits(&self, route: &Route) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+        let host = self.inner.permits.clone().try_acquire_owned().ok()?;
+        let route = match &route.permits {
+            Some(permits) => Some(permits.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        Some((host, route))
+    }
+
+    /// Starts a graceful shutdown: HTTP connections finish their current
+    /// request, WebSocket guests see their input end and get the grace period
+    /// to finish their output, then every connection is closed with 1001.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Waits, after [`App::shutdown`], until every connection is closed or
+    /// the grace period (plus time for close handshakes) is over. Returns
+    /// whether all connections closed.
+    pub async fn closed(&self) -> bool {
+        self.inner.tasks.close();
+        let deadline = self.inner.shutdown_grace + CLOSE_HANDSHAKE_ALLOWANCE;
+        tokio::time::timeout(deadline, self.inner.tasks.wait()).await.is_ok()
     }
 }
 
@@ -133,9 +243,9 @@ pub struct Server {
 
 impl Server {
     /// Binds `address` (port 0 picks a free port).
-    pub async fn bind(address: SocketAddr, routes: Routes) -> anyhow::Result<Self> {
+    pub async fn bind(address: SocketAddr, app: App) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-        Ok(Self { listener, app: App::new(routes) })
+        Ok(Self { listener, app })
     }
 
     /// The address the server listens on.
@@ -143,11 +253,21 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until the future is dropped. A failing connection
-    /// never ends the loop.
-    pub async fn run(self) {
+    /// The app, for its counters or to shut it down.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Accepts connections until `stop` resolves, then shuts down gracefully
+    /// (see [`App::shutdown`]). A failing connection never ends the loop.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        let mut stop = pin!(stop);
         loop {
-            let (tcp, peer) = match self.listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut stop => break,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Typically out of file descriptors: wait for some to be
@@ -160,17 +280,22 @@ impl Server {
             // WebSocket messages are small and interactive: no Nagle delay.
             let _ = tcp.set_nodelay(true);
             let app = self.app.clone();
-            tokio::spawn(async move {
+            self.app.inner.tasks.spawn(async move {
                 if let Err(err) = app.serve_io(tcp).await {
                     tracing::debug!(%peer, "HTTP connection failed: {err}");
                 }
             });
         }
+        drop(self.listener);
+        self.app.shutdown();
+        if !self.app.closed().await {
+            tracing::warn!("some connections were still open at the end of the shutdown grace period");
+        }
     }
 }
 
 /// What the handler learns about the connection from the upgrade request.
-fn connection_info<B>(request: &Request<B>) -> ConnectionInfo {
+fn connection_info<B>(request: &Request<B>, subprotocol: Option<String>) -> ConnectionInfo {
     ConnectionInfo {
         path: request.uri().path().to_owned(),
         query: request.uri().query().map(str::to_owned),
@@ -179,7 +304,7 @@ fn connection_info<B>(request: &Request<B>) -> ConnectionInfo {
             .iter()
             .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
             .collect(),
-        subprotocol: None,
+        subprotocol,
     }
 }
 
@@ -187,6 +312,8 @@ fn connection_info<B>(request: &Request<B>) -> ConnectionInfo {
 /// that the connection can carry the next request. A body larger than
 /// [`DRAIN_LIMIT`] is not worth reading: the connection is closed instead.
 async fn drained(request: Request<Incoming>, mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    // HTTP/2 resets just the stream; only HTTP/1 needs the connection closed.
+    let http1 = request.version() < hyper::Version::HTTP_2;
     let mut body = request.into_body();
     let mut discarded = 0;
     while let Some(frame) = body.frame().await {
@@ -195,7 +322,9 @@ async fn drained(request: Request<Incoming>, mut response: Response<Full<Bytes>>
             Err(_) => break,
         }
         if discarded > DRAIN_LIMIT {
-            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            if http1 {
+                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
             break;
         }
     }

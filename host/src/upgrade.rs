@@ -1,5 +1,6 @@
-//! The WebSocket opening handshake (RFC 6455 section 4.2), checked the way a
-//! careful server does, and the HTTP answers to requests that fail it.
+//! The WebSocket opening handshake, checked the way a careful server does:
+//! RFC 6455 section 4.2 over HTTP/1.1, RFC 8441 (extended CONNECT) over
+//! HTTP/2; subprotocol choice; the HTTP answers to requests that fail it.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -20,6 +21,9 @@ pub enum Rejection {
     UnsupportedVersion,
     /// `Sec-WebSocket-Key` is missing or malformed: `400`.
     BadKey,
+    /// The host or the route is at its connection limit: `503` with
+    /// `Retry-After`.
+    TooManyConnections,
 }
 
 impl Rejection {
@@ -33,6 +37,9 @@ impl Rejection {
                 (StatusCode::UPGRADE_REQUIRED, "Unsupported Sec-WebSocket-Version; wsplug speaks 13.")
             }
             Rejection::BadKey => (StatusCode::BAD_REQUEST, "Missing or malformed Sec-WebSocket-Key."),
+            Rejection::TooManyConnections => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Too many connections; try again later.")
+            }
         };
         let mut response = text_response(status, body);
         if self == Rejection::UnsupportedVersion {
@@ -41,8 +48,23 @@ impl Rejection {
         if self == Rejection::MethodNotAllowed {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
         }
+        if self == Rejection::TooManyConnections {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
         response
     }
+}
+
+/// What a client at the connection limit is told to wait, in seconds.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// An accepted upgrade: the response to send and the chosen subprotocol.
+#[derive(Debug)]
+pub struct Accepted {
+    /// `101 Switching Protocols` (HTTP/1.1) or `200 OK` (HTTP/2).
+    pub response: Response<Full<Bytes>>,
+    /// The subprotocol chosen, if any.
+    pub subprotocol: Option<String>,
 }
 
 /// A plain-text response.
@@ -53,38 +75,74 @@ pub fn text_response(status: StatusCode, body: &'static str) -> Response<Full<By
     response
 }
 
-/// Checks an upgrade request; on success returns the `101 Switching
-/// Protocols` response to send.
-pub fn accept<B>(request: &Request<B>) -> Result<Response<Full<Bytes>>, Rejection> {
+/// Checks an upgrade request against the route's `protocols` (in order of
+/// preference); on success returns the response to send.
+pub fn accept<B>(request: &Request<B>, protocols: &[String]) -> Result<Accepted, Rejection> {
     let headers = request.headers();
-    if !has_token(headers, &header::CONNECTION, "upgrade") || !has_token(headers, &header::UPGRADE, "websocket") {
-        return Err(Rejection::NotWebSocket);
-    }
-    if request.method() != Method::GET {
-        return Err(Rejection::MethodNotAllowed);
-    }
-    if request.version() < Version::HTTP_11 {
-        return Err(Rejection::HttpVersion);
-    }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        return Err(Rejection::UnsupportedVersion);
-    }
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or(Rejection::BadKey)?;
-    if !is_valid_key(key.as_bytes()) {
-        return Err(Rejection::BadKey);
-    }
-
     let mut response = Response::new(Full::default());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let response_headers = response.headers_mut();
-    response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let accept_key = derive_accept_key(key.as_bytes());
-    response_headers.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept_key).expect("base64 is a valid header value"),
-    );
-    Ok(response)
+    if request.version() == Version::HTTP_2 {
+        // RFC 8441: an extended CONNECT with `:protocol websocket`, answered
+        // with 200; no key, no accept value.
+        let protocol = request.extensions().get::<hyper::ext::Protocol>();
+        if request.method() != Method::CONNECT
+            || !protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+        {
+            return Err(Rejection::NotWebSocket);
+        }
+        check_version(headers)?;
+    } else {
+        if !has_token(headers, &header::CONNECTION, "upgrade") || !has_token(headers, &header::UPGRADE, "websocket") {
+            return Err(Rejection::NotWebSocket);
+        }
+        if request.method() != Method::GET {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        if request.version() < Version::HTTP_11 {
+            return Err(Rejection::HttpVersion);
+        }
+        check_version(headers)?;
+        let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or(Rejection::BadKey)?;
+        if !is_valid_key(key.as_bytes()) {
+            return Err(Rejection::BadKey);
+        }
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let response_headers = response.headers_mut();
+        response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let accept_key = derive_accept_key(key.as_bytes());
+        response_headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&accept_key).expect("base64 is a valid header value"),
+        );
+    }
+    let subprotocol = choose_subprotocol(headers, protocols);
+    if let Some(chosen) = &subprotocol {
+        // Route protocols are checked to be header-safe when the config loads.
+        let value = HeaderValue::from_str(chosen).map_err(|_| Rejection::NotWebSocket)?;
+        response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    Ok(Accepted { response, subprotocol })
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), Rejection> {
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) == Some(b"13") {
+        Ok(())
+    } else {
+        Err(Rejection::UnsupportedVersion)
+    }
+}
+
+/// The first of the server's `protocols` that the client offered, if any.
+/// Never a protocol the client did not offer.
+pub fn choose_subprotocol(headers: &HeaderMap, protocols: &[String]) -> Option<String> {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    protocols.iter().find(|protocol| offered.contains(&protocol.as_str())).cloned()
 }
 
 /// Whether a comma-separated header (any of its occurrences) lists `token`,
@@ -121,7 +179,7 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_upgrade_with_the_rfc_accept_key() {
-        let response = accept(&upgrade_request("13", KEY).body(()).unwrap()).unwrap();
+        let response = accept(&upgrade_request("13", KEY).body(()).unwrap(), &[]).unwrap().response;
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         // The example from RFC 6455 section 1.3.
         assert_eq!(response.headers()[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -130,14 +188,27 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_valid_upgrade() {
         let plain = Request::get("/chat").body(()).unwrap();
-        assert_eq!(accept(&plain).unwrap_err(), Rejection::NotWebSocket);
+        assert_eq!(accept(&plain, &[]).unwrap_err(), Rejection::NotWebSocket);
         let post = upgrade_request("13", KEY).method(Method::POST).body(()).unwrap();
-        assert_eq!(accept(&post).unwrap_err(), Rejection::MethodNotAllowed);
+        assert_eq!(accept(&post, &[]).unwrap_err(), Rejection::MethodNotAllowed);
         let old = upgrade_request("13", KEY).version(Version::HTTP_10).body(()).unwrap();
-        assert_eq!(accept(&old).unwrap_err(), Rejection::HttpVersion);
+        assert_eq!(accept(&old, &[]).unwrap_err(), Rejection::HttpVersion);
         let v8 = upgrade_request("8", KEY).body(()).unwrap();
-        assert_eq!(accept(&v8).unwrap_err(), Rejection::UnsupportedVersion);
+        assert_eq!(accept(&v8, &[]).unwrap_err(), Rejection::UnsupportedVersion);
         let short_key = upgrade_request("13", "c2hvcnQ=").body(()).unwrap();
-        assert_eq!(accept(&short_key).unwrap_err(), Rejection::BadKey);
+        assert_eq!(accept(&short_key, &[]).unwrap_err(), Rejection::BadKey);
+    }
+
+    #[test]
+    fn the_subprotocol_is_the_servers_first_choice_among_those_offered() {
+        let ours = ["chat.v2".to_owned(), "chat.v1".to_owned()];
+        let request = upgrade_request("13", KEY).header("Sec-WebSocket-Protocol", "chat.v1, chat.v2").body(()).unwrap();
+        let accepted = accept(&request, &ours).unwrap();
+        assert_eq!(accepted.subprotocol.as_deref(), Some("chat.v2"));
+        assert_eq!(accepted.response.headers()[header::SEC_WEBSOCKET_PROTOCOL], "chat.v2");
+        let other = upgrade_request("13", KEY).header("Sec-WebSocket-Protocol", "mqtt").body(()).unwrap();
+        let accepted = accept(&other, &ours).unwrap();
+        assert_eq!(accepted.subprotocol, None);
+        assert!(!accepted.response.headers().contains_key(header::SEC_WEBSOCKET_PROTOCOL));
     }
 }

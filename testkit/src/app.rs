@@ -12,7 +12,7 @@ use std::path::Path;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use wsplug::{App, Routes, Runtime};
+use wsplug::{App, Config, RouteConfig, Routes, Runtime};
 
 /// Size of each direction's in-memory buffer: small, so that backpressure
 /// behaves as it would on a socket.
@@ -30,8 +30,19 @@ impl TestApp {
     /// Compiles each `(path, component file)` route, as `wsplug serve --route`
     /// does.
     pub fn new<P: AsRef<Path>>(routes: impl IntoIterator<Item = (&'static str, P)>) -> anyhow::Result<Self> {
-        let routes = routes.into_iter().map(|(path, file)| (path.to_owned(), file.as_ref().to_owned()));
-        Ok(Self { app: App::new(Routes::load(&Runtime::new()?, routes)?) })
+        let mut config = Config::default();
+        for (path, file) in routes {
+            config.set_route(RouteConfig::new(path, file.as_ref()));
+        }
+        Self::with_config(config)
+    }
+
+    /// An app with the routes and settings of `config`, as `wsplug serve
+    /// --config` builds it (`listen` is not used).
+    pub fn with_config(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let routes = Routes::load(&Runtime::new()?, &config.routes)?;
+        Ok(Self { app: App::new(routes, &config) })
     }
 
     /// Sends a plain `GET` (not an upgrade) and returns the answer.

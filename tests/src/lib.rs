@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wsplug::{Routes, Runtime, Server};
+use wsplug::{App, Config, RouteConfig, Routes, Runtime, Server};
 
 /// Guards every wait in the tests so that a bug fails a test instead of
 /// hanging it. Not a performance threshold: nothing here should take more
@@ -42,6 +42,8 @@ pub fn wsplug_binary() -> PathBuf {
 pub struct TestServer {
     /// Where it listens.
     pub address: SocketAddr,
+    /// Its app: counters, shutdown.
+    pub app: App,
     task: JoinHandle<()>,
 }
 
@@ -55,13 +57,25 @@ impl Drop for TestServer {
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 impl TestServer {
-    /// Starts a server with the given `(path, component)` routes.
+    /// Starts a server with the given `(path, component)` routes, all
+    /// settings at their defaults.
     pub async fn start(routes: &[(&str, PathBuf)]) -> anyhow::Result<Self> {
-        let routes =
-            Routes::load(&Runtime::new()?, routes.iter().map(|(path, file)| (path.to_string(), file.clone())))?;
-        let server = Server::bind("127.0.0.1:0".parse()?, routes).await?;
+        let mut config = Config::default();
+        for (path, component) in routes {
+            config.set_route(RouteConfig::new(*path, component.clone()));
+        }
+        Self::start_with(config).await
+    }
+
+    /// Starts a server with `config`, listening on `127.0.0.1:0` whatever
+    /// `config.listen` says.
+    pub async fn start_with(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let routes = Routes::load(&Runtime::new()?, &config.routes)?;
+        let app = App::new(routes, &config);
+        let server = Server::bind("127.0.0.1:0".parse()?, app.clone()).await?;
         let address = server.local_addr()?;
-        Ok(Self { address, task: tokio::spawn(server.run()) })
+        Ok(Self { address, app, task: tokio::spawn(server.run_until(std::future::pending())) })
     }
 
     /// Opens a WebSocket connection to `path` (which may carry a query).

@@ -1,0 +1,263 @@
+//! Configuration: the TOML file of `wsplug serve --config`, its defaults, and
+//! the command-line flags that override it.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! log = "wsplug=info"
+//! max-connections = 10000     # WebSocket connections, whole host
+//! handshake-timeout = 10      # seconds to send complete request headers
+//! shutdown-grace = 10         # seconds guests get to finish on shutdown
+//!
+//! [[route]]
+//! path = "/greeter"
+//! component = "greeter.wasm"  # relative to this file
+//! protocols = ["greeting.v1"] # offered subprotocols, in preference order
+//! max-message-size = 67108864
+//! max-frame-size = 16777216
+//! max-connections = 1000
+//! idle-timeout = 300          # seconds without data either way; 0: never
+//! ping-interval = 30          # seconds between keep-alive pings; 0: none
+//! ```
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `wsplug serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where to listen. Default `127.0.0.1:8080`.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// The log filter (`RUST_LOG` syntax), unless `RUST_LOG` is set.
+    /// Default `wsplug=info`.
+    #[serde(default = "defaults::log")]
+    pub log: String,
+    /// Open WebSocket connections allowed on the whole host; beyond it new
+    /// upgrades get `503`. Default 10,000.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send complete request headers before
+    /// its connection is closed (slowloris). Default 10 s.
+    #[serde(default = "defaults::handshake_timeout", with = "seconds")]
+    pub handshake_timeout: Duration,
+    /// On shutdown, how long guests get to finish their output before their
+    /// connections are closed with 1001. Default 10 s.
+    #[serde(default = "defaults::shutdown_grace", with = "seconds")]
+    pub shutdown_grace: Duration,
+    /// The routes, `[[route]]` tables.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One route: a path served by a component, with its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RouteConfig {
+    /// The request path, e.g. `/greeter`.
+    pub path: String,
+    /// The component file.
+    pub component: PathBuf,
+    /// Subprotocols this route speaks, in order of preference; the first one
+    /// the client also offers is chosen. Default none.
+    #[serde(default)]
+    pub protocols: Vec<String>,
+    /// The largest message accepted from a client, in bytes; a larger one
+    /// closes the connection with 1009. Default 64 MiB.
+    #[serde(default = "defaults::max_message_size")]
+    pub max_message_size: usize,
+    /// The largest frame accepted from a client, in bytes (1009 beyond).
+    /// Default 16 MiB.
+    #[serde(default = "defaults::max_frame_size")]
+    pub max_frame_size: usize,
+    /// Open connections allowed on this route (`503` beyond); default: only
+    /// the host's limit applies.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Close the connection (1001 `idle timeout`) after this long without a
+    /// message or pong from the client and without a message to it. Zero
+    /// disables it. Default 300 s.
+    #[serde(default = "defaults::idle_timeout", with = "seconds")]
+    pub idle_timeout: Duration,
+    /// Send a ping after this long; a client that answers stays alive
+    /// through the idle timeout. Zero disables pings. Default 30 s.
+    #[serde(default = "defaults::ping_interval", with = "seconds")]
+    pub ping_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            log: defaults::log(),
+            max_connections: defaults::max_connections(),
+            handshake_timeout: defaults::handshake_timeout(),
+            shutdown_grace: defaults::shutdown_grace(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// A route with every setting at its default.
+    pub fn new(path: impl Into<String>, component: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            component: component.into(),
+            protocols: Vec::new(),
+            max_message_size: defaults::max_message_size(),
+            max_frame_size: defaults::max_frame_size(),
+            max_connections: None,
+            idle_timeout: defaults::idle_timeout(),
+            ping_interval: defaults::ping_interval(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file. Errors name the file, the line and the key; a
+    /// route's component path is taken relative to the file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for route in &mut config.routes {
+            route.component = base.join(&route.component);
+        }
+        Ok(config)
+    }
+
+    /// Adds a route, replacing one with the same path (flags override the
+    /// file).
+    pub fn set_route(&mut self, route: RouteConfig) {
+        self.routes.retain(|existing| existing.path != route.path);
+        self.routes.push(route);
+    }
+
+    /// Checks what the types cannot: paths, duplicates, at least one route.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.routes.is_empty() {
+            bail!("no routes: give at least one --route PATH=COMPONENT or a [[route]] in the config file");
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            if !route.path.starts_with('/') {
+                bail!("route path `{}` must start with `/`", route.path);
+            }
+            if self.routes[..index].iter().any(|earlier| earlier.path == route.path) {
+                bail!("route path `{}` is given twice", route.path);
+            }
+            if let Some(bad) = route.protocols.iter().find(|protocol| !is_token(protocol)) {
+                bail!("route {}: `{bad}` is not a valid subprotocol name", route.path);
+            }
+            if route.max_connections == Some(0) || route.max_message_size == 0 || route.max_frame_size == 0 {
+                bail!("route {}: max-connections, max-message-size and max-frame-size must be positive", route.path);
+            }
+        }
+        if self.max_connections == 0 {
+            bail!("max-connections must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP token (RFC 9110), the syntax of a subprotocol name.
+fn is_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn log() -> String {
+        "wsplug=info".to_owned()
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_message_size() -> usize {
+        64 << 20
+    }
+    pub fn max_frame_size() -> usize {
+        16 << 20
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn ping_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+/// Durations as a number of seconds (fractions allowed).
+mod seconds {
+    use serde::{Deserialize, Deserializer, de::Error};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let seconds = f64::deserialize(deserializer)?;
+        Duration::try_from_secs_f64(seconds)
+            .map_err(|_| D::Error::custom(format!("{seconds} is not a number of seconds (zero or more)")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let config = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nidle-timeout = 0.5\n").unwrap();
+        assert_eq!(config.listen, defaults::listen());
+        let route = &config.routes[0];
+        assert_eq!(route.idle_timeout, Duration::from_millis(500));
+        assert_eq!(route.ping_interval, Duration::from_secs(30));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let error =
+            parse("listen = \"127.0.0.1:1\"\n\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nidle-timout = 3\n")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("line 6") && error.contains("idle-timout"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named_with_its_line() {
+        let error = parse("max-connections = -1\n").unwrap_err().to_string();
+        assert!(error.contains("line 1") && error.contains("max-connections"), "{error}");
+        let error = parse("shutdown-grace = -2\n").unwrap_err().to_string();
+        assert!(error.contains("line 1") && error.contains("not a number of seconds"), "{error}");
+    }
+
+    #[test]
+    fn flags_replace_a_route_of_the_same_path() {
+        let mut config = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n").unwrap();
+        config.set_route(RouteConfig::new("/a", "b.wasm"));
+        assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.routes[0].component, PathBuf::from("b.wasm"));
+        config.set_route(RouteConfig::new("/a", "c.wasm"));
+        config.routes.push(RouteConfig::new("/a", "d.wasm"));
+        assert!(config.validate().unwrap_err().to_string().contains("given twice"));
+    }
+}
