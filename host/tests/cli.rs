@@ -38,3 +38,27 @@ fn a_malformed_route_is_a_usage_error() {
         assert!(stderr(&output).contains("--route"), "{}", stderr(&output));
     }
 }
+
+#[test]
+fn a_config_file_with_an_unknown_key_is_an_error_naming_key_and_line() {
+    let dir = std::env::temp_dir().join(format!("wsplug-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bad.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nmax-mesage-size = 5\n",
+    )
+    .unwrap();
+    let output = wsplug(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = stderr(&output);
+    assert!(stderr.contains("bad.toml") && stderr.contains("line 5") && stderr.contains("max-mesage-size"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serving_without_any_route_is_an_error() {
+    let output = wsplug(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("no routes"), "{}", stderr(&output));
+}

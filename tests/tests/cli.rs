@@ -1,9 +1,12 @@
 //! The README's flow with the real binary: `wsplug serve` with two routes,
-//! then `wsplug talk` to the greeter.
+//! `wsplug talk` to the greeter; and a graceful stop on SIGTERM.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use wsplug_tests::{example, wsplug_binary};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wsplug_tests::{example, receive, receive_text, wsplug_binary};
 
 /// Kills the server when the test ends, however it ends.
 struct Running(Child);
@@ -15,28 +18,33 @@ impl Drop for Running {
     }
 }
 
-#[test]
-fn serve_two_routes_and_talk_to_the_greeter() {
-    let greeter = format!("/greeter={}", example("greeter").display());
-    let ticker = format!("/ticker={}", example("ticker").display());
-    let mut server = Running(
-        Command::new(wsplug_binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--route", &greeter, "--route", &ticker])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start wsplug serve"),
-    );
-
+/// Starts `wsplug serve` on a free port; returns it and the `ws://` URL of
+/// each route, read from its log.
+fn serve(routes: &[(&str, PathBuf)]) -> (Running, Vec<String>) {
+    let mut command = Command::new(wsplug_binary());
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    for (path, component) in routes {
+        command.args(["--route", &format!("{path}={}", component.display())]);
+    }
+    let mut server = Running(command.stderr(Stdio::piped()).spawn().expect("cannot start wsplug serve"));
     // The server logs one `serving ws://...` line per route once it listens.
     let mut log = BufReader::new(server.0.stderr.take().unwrap());
     let mut urls = Vec::new();
-    while urls.len() < 2 {
+    while urls.len() < routes.len() {
         let mut line = String::new();
         assert!(log.read_line(&mut line).unwrap() > 0, "wsplug serve exited; log so far: {urls:?}");
         if let Some(url) = line.split_whitespace().find(|word| word.starts_with("ws://")) {
             urls.push(url.to_owned());
         }
     }
+    // Keep draining the log so that the server never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    (server, urls)
+}
+
+#[test]
+fn serve_two_routes_and_talk_to_the_greeter() {
+    let (_server, urls) = serve(&[("/greeter", example("greeter")), ("/ticker", example("ticker"))]);
     let greeter_url = urls.iter().find(|url| url.ends_with("/greeter")).expect("a greeter route");
     assert!(urls.iter().any(|url| url.ends_with("/ticker")), "{urls:?}");
 
@@ -51,4 +59,23 @@ fn serve_two_routes_and_talk_to_the_greeter() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("< Hello Peter!\n") && stdout.contains("< Hello John!\n"), "{stdout}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_1001_and_exits_0() -> anyhow::Result<()> {
+    let (mut server, urls) = serve(&[("/greeter", example("greeter"))]);
+    let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;
+    futures_util::SinkExt::send(&mut client, Message::text("Peter")).await?;
+    assert_eq!(receive_text(&mut client).await?, "Hello Peter!");
+
+    let killed = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status()?;
+    assert!(killed.success());
+    match receive(&mut client).await? {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
+        other => anyhow::bail!("expected close 1001, got {other:?}"),
+    }
+    while receive(&mut client).await?.is_some() {}
+    let status = tokio::task::spawn_blocking(move || server.0.wait()).await??;
+    assert!(status.success(), "{status}");
+    Ok(())
 }

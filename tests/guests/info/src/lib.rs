@@ -1,0 +1,25 @@
+//! Reports what the host told it about the connection, as its first message:
+//! `subprotocol=<..> query=<..> x-test=<..>`, then echoes text messages.
+
+use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing};
+
+struct Info;
+
+impl Flow for Info {
+    async fn run(info: ConnectionInfo, mut incoming: Incoming, mut outgoing: Outgoing) -> wsplug_sdk::Result {
+        let header = info.headers.iter().find(|(name, _)| name == "x-test").map(|(_, value)| value.as_str());
+        let report = format!(
+            "subprotocol={} query={} x-test={}",
+            info.subprotocol.as_deref().unwrap_or("-"),
+            info.query.as_deref().unwrap_or("-"),
+            header.unwrap_or("-")
+        );
+        outgoing.send_text(report).await?;
+        while let Some(message) = incoming.next().await {
+            outgoing.send(message).await?;
+        }
+        Ok(())
+    }
+}
+
+wsplug_sdk::export_flow!(Info);

@@ -1,0 +1,49 @@
+//! WebSockets over HTTP/2 (RFC 8441): an extended CONNECT on a cleartext
+//! HTTP/2 connection, then the same WebSocket code over the h2 stream.
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use http_body_util::Empty;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use wsplug_tests::{TestServer, example, guard};
+
+#[tokio::test]
+async fn greets_over_an_http2_extended_connect() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    let tcp = TcpStream::connect(server.address).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+
+    let mut request = Request::connect(format!("http://{}/greeter", server.address))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())?;
+    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = guard(sender.send_request(request)).await??;
+    assert_eq!(response.status(), 200);
+
+    let upgraded = guard(hyper::upgrade::on(&mut response)).await??;
+    let mut socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    socket.send(Message::text("Peter")).await?;
+    let reply = guard(futures_util::StreamExt::next(&mut socket)).await?;
+    assert_eq!(reply.transpose()?, Some(Message::text("Hello Peter!")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plain_http2_request_gets_400() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    let tcp = TcpStream::connect(server.address).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let request = Request::get(format!("http://{}/greeter", server.address)).body(Empty::<Bytes>::new())?;
+    let response = guard(sender.send_request(request)).await??;
+    assert_eq!(response.status(), 400);
+    Ok(())
+}
