@@ -119,7 +119,8 @@ where
                     // Its output ended: the writer sends what is queued, then ends.
                 }
                 end = &mut write => break match end {
-                    WriteEnd::Drained if shutting_down => Some(close_frame(CloseCode::Away, "server shutting down")),
+                    // The input may have ended for the shutdown before this loop saw it.
+                    WriteEnd::Drained if session.shutdown.is_cancelled() => Some(close_frame(CloseCode::Away, "server shutting down")),
                     WriteEnd::Drained => Some(close_frame(CloseCode::Normal, "")),
                     WriteEnd::Idle => Some(close_frame(CloseCode::Away, "idle timeout")),
                     WriteEnd::Failed => None,

@@ -135,11 +135,9 @@ async fn beyond_the_connection_cap_upgrades_get_503_and_existing_ones_carry_on()
     route.max_connections = Some(1);
     let server = TestServer::start_with(config_with(route)).await?;
     let mut first = server.connect("/greeter").await?;
-    let upgrade = format!(
-        "GET /greeter HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    let refused = http_exchange(server.address, &upgrade).await?;
+    let upgrade = "GET /greeter HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let refused = http_exchange(server.address, upgrade).await?;
     assert_eq!(refused.status, 503);
     assert!(refused.head.to_ascii_lowercase().contains("retry-after: 1"), "{}", refused.head);
 
