@@ -22,6 +22,18 @@ mod sink_source {
     });
 }
 
-pub use flow::wsplug::websocket::types::{ConnectionInfo, Message};
-pub use flow::{FlowHandler, FlowHandlerPre};
-pub use sink_source::{SinkSourceHandler, SinkSourceHandlerPre};
+mod handshake {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "handshake-handler",
+        exports: { default: async },
+        with: {
+            "wsplug:websocket/types": super::flow::wsplug::websocket::types,
+        },
+    });
+}
+
+pub use flow::wsplug::websocket::types::{Acceptance, ConnectionInfo, Decision, HandshakeRequest, Message, Rejection};
+pub use flow::{FlowHandler, FlowHandlerIndices};
+pub use handshake::{HandshakeHandler, HandshakeHandlerIndices};
+pub use sink_source::{SinkSourceHandler, SinkSourceHandlerIndices};

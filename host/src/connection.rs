@@ -15,7 +15,7 @@
 //! bounded channels are the backpressure in both directions.
 
 use crate::bindings::ConnectionInfo;
-use crate::runtime::Handler;
+use crate::runtime::{GuestInstance, HandlerExports};
 use crate::streams::{ClientMessage, GuestMessage, IncomingMessages, OutgoingMessages};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -48,8 +48,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Session {
     /// The connection's number in the logs.
     pub id: u64,
-    /// The route's handler.
-    pub handler: Handler,
+    /// The handler's instance for this connection.
+    pub guest: GuestInstance,
     /// What the handler is told about the connection.
     pub info: ConnectionInfo,
     /// Close after this long without traffic (zero: never).
@@ -79,20 +79,20 @@ pub async fn serve<S>(socket: WebSocketStream<S>, session: Session)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let id = session.id;
+    let Session { id, guest, info, idle_timeout, ping_interval, shutdown, shutdown_grace } = session;
     let (mut sink, stream) = socket.split();
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
     let activity = Activity::new();
 
-    let mut read = pin!(read_client(stream, incoming_tx, &activity, &session.shutdown));
+    let mut read = pin!(read_client(stream, incoming_tx, &activity, &shutdown));
     let mut read_done = false;
     // The guest and the writer live in this block; once it ends they are
     // gone (the instance with them) and the sink is free for the close frame.
     let close = {
-        let mut guest = pin!(run_guest(&session.handler, session.info.clone(), incoming_rx, outgoing_tx));
-        let mut write =
-            pin!(write_client(&mut sink, outgoing_rx, &activity, session.ping_interval, session.idle_timeout));
+        let path = info.path.clone();
+        let mut guest = pin!(run_guest(guest, info, incoming_rx, outgoing_tx));
+        let mut write = pin!(write_client(&mut sink, outgoing_rx, &activity, ping_interval, idle_timeout));
         let mut guest_done = false;
         let mut shutting_down = false;
         let mut grace = pin!(tokio::time::sleep(Duration::MAX / 4));
@@ -113,23 +113,23 @@ where
                 result = &mut guest, if !guest_done => {
                     guest_done = true;
                     if let Err(err) = result {
-                        tracing::warn!(connection = id, path = session.info.path, "handler failed: {err:?}");
+                        tracing::warn!(connection = id, path, "handler failed: {err:?}");
                         break Some(close_frame(CloseCode::Error, "handler failed"));
                     }
                     // Its output ended: the writer sends what is queued, then ends.
                 }
                 end = &mut write => break match end {
                     // The input may have ended for the shutdown before this loop saw it.
-                    WriteEnd::Drained if session.shutdown.is_cancelled() => Some(close_frame(CloseCode::Away, "server shutting down")),
+                    WriteEnd::Drained if shutdown.is_cancelled() => Some(close_frame(CloseCode::Away, "server shutting down")),
                     WriteEnd::Drained => Some(close_frame(CloseCode::Normal, "")),
                     WriteEnd::Idle => Some(close_frame(CloseCode::Away, "idle timeout")),
                     WriteEnd::Failed => None,
                 },
-                () = session.shutdown.cancelled(), if !shutting_down => {
+                () = shutdown.cancelled(), if !shutting_down => {
                     // The reader has ended the guest's input; give the guest the
                     // grace period to finish its output.
                     shutting_down = true;
-                    grace.as_mut().reset(Instant::now() + session.shutdown_grace);
+                    grace.as_mut().reset(Instant::now() + shutdown_grace);
                 }
                 () = &mut grace, if shutting_down => break Some(close_frame(CloseCode::Away, "server shutting down")),
             }
@@ -171,20 +171,19 @@ impl Activity {
     }
 }
 
-/// Instantiates the handler and runs it until its output ends. `Err` is a
-/// trap or another failure of the guest.
+/// Runs the handler's instance until its output ends. `Err` is a trap or
+/// another failure of the guest.
 async fn run_guest(
-    handler: &Handler,
+    guest: GuestInstance,
     info: ConnectionInfo,
     incoming: mpsc::Receiver<ClientMessage>,
     outgoing: mpsc::Sender<GuestMessage>,
 ) -> wasmtime::Result<()> {
-    let mut store = handler.new_store();
+    let GuestInstance { mut store, exports, .. } = guest;
     let (finished_tx, finished) = oneshot::channel();
     let output = OutgoingMessages::new(outgoing, finished_tx);
-    match handler {
-        Handler::Flow(pre) => {
-            let flow = pre.instantiate_async(&mut store).await?;
+    match exports {
+        HandlerExports::Flow(flow) => {
             store
                 .run_concurrent(async |accessor| {
                     let incoming =
@@ -197,8 +196,7 @@ async fn run_guest(
                 })
                 .await?
         }
-        Handler::SinkSource(pre) => {
-            let sink_source = pre.instantiate_async(&mut store).await?;
+        HandlerExports::SinkSource(sink_source) => {
             store
                 .run_concurrent(async |accessor| {
                     let incoming =

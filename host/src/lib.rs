@@ -23,6 +23,7 @@
 pub mod bindings;
 pub mod config;
 pub mod connection;
+pub mod handshake;
 pub mod runtime;
 pub mod server;
 pub mod streams;

@@ -2,10 +2,13 @@
 //! process, one [`Handler`] per route, compiled and pre-instantiated once at
 //! startup, and a fresh [`Store`] per connection.
 
-use crate::bindings::{FlowHandlerPre, SinkSourceHandlerPre};
+use crate::bindings::{
+    FlowHandler, FlowHandlerIndices, HandshakeHandler, HandshakeHandlerIndices, SinkSourceHandler,
+    SinkSourceHandlerIndices,
+};
 use anyhow::{Context as _, bail};
 use std::path::Path;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -55,11 +58,12 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{shown} imports something wsplug does not provide"))?;
-        if let Ok(flow) = FlowHandlerPre::new(pre.clone()) {
-            return Ok(Handler::Flow(flow));
+        let handshake = HandshakeHandlerIndices::new(&pre).ok();
+        if let Ok(flow) = FlowHandlerIndices::new(&pre) {
+            return Ok(Handler { pre, role: Role::Flow(flow), handshake });
         }
-        if let Ok(sink_source) = SinkSourceHandlerPre::new(pre) {
-            return Ok(Handler::SinkSource(sink_source));
+        if let Ok(sink_source) = SinkSourceHandlerIndices::new(&pre) {
+            return Ok(Handler { pre, role: Role::SinkSource(sink_source), handshake });
         }
         let exports: Vec<_> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
@@ -74,21 +78,48 @@ impl Runtime {
 
 /// A route's handler component, compiled and linked, ready to instantiate.
 #[derive(Clone)]
-pub enum Handler {
-    /// The component exports `flow`.
-    Flow(FlowHandlerPre<ConnectionCtx>),
-    /// The component exports `sink` and `source`.
-    SinkSource(SinkSourceHandlerPre<ConnectionCtx>),
+pub struct Handler {
+    pre: InstancePre<ConnectionCtx>,
+    role: Role,
+    /// Present if the component exports `handshake`.
+    handshake: Option<HandshakeHandlerIndices>,
+}
+
+/// Which handler world the component exports.
+#[derive(Clone)]
+enum Role {
+    Flow(FlowHandlerIndices),
+    SinkSource(SinkSourceHandlerIndices),
+}
+
+/// One connection's instance of a handler, with its own store.
+pub struct GuestInstance {
+    /// The instance's store: the connection's whole guest state.
+    pub(crate) store: Store<ConnectionCtx>,
+    /// The handler exports.
+    pub(crate) exports: HandlerExports,
+    /// The handshake export, if the component has one.
+    pub(crate) handshake: Option<HandshakeHandler>,
+}
+
+/// The handler world's exports on one instance.
+pub(crate) enum HandlerExports {
+    Flow(FlowHandler),
+    SinkSource(SinkSourceHandler),
 }
 
 impl Handler {
-    /// A fresh store for one connection. The guest gets no files, network,
-    /// environment or stdio.
-    pub(crate) fn new_store(&self) -> Store<ConnectionCtx> {
-        let engine = match self {
-            Handler::Flow(pre) => pre.engine(),
-            Handler::SinkSource(pre) => pre.engine(),
+    /// A fresh instance in a fresh store, for one connection. The guest gets
+    /// no files, network, environment or stdio.
+    pub(crate) async fn instantiate(&self) -> wasmtime::Result<GuestInstance> {
+        let ctx = ConnectionCtx { wasi: WasiCtx::builder().build(), table: ResourceTable::new() };
+        let mut store = Store::new(self.pre.engine(), ctx);
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        let exports = match &self.role {
+            Role::Flow(indices) => HandlerExports::Flow(indices.load(&mut store, &instance)?),
+            Role::SinkSource(indices) => HandlerExports::SinkSource(indices.load(&mut store, &instance)?),
         };
-        Store::new(engine, ConnectionCtx { wasi: WasiCtx::builder().build(), table: ResourceTable::new() })
+        let handshake = self.handshake.as_ref().map(|indices| indices.load(&mut store, &instance)).transpose()?;
+        Ok(GuestInstance { store, exports, handshake })
     }
 }

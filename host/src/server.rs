@@ -5,6 +5,7 @@
 use crate::bindings::ConnectionInfo;
 use crate::config::{Config, RouteConfig};
 use crate::connection::{self, Session};
+use crate::handshake::{self, Verdict};
 use crate::runtime::{Handler, Runtime};
 use crate::upgrade::{self, Rejection, text_response};
 use anyhow::Context as _;
@@ -168,18 +169,40 @@ impl App {
         let Some(route) = self.inner.routes.routes.get(request.uri().path()) else {
             return drained(request, text_response(StatusCode::NOT_FOUND, "Unknown resource!")).await;
         };
-        let accepted = match upgrade::accept(&request, &route.config.protocols) {
-            Ok(accepted) => accepted,
+        let mut response = match upgrade::accept(&request) {
+            Ok(response) => response,
             Err(rejection) => return drained(request, rejection.into_response()).await,
         };
         let Some(permits) = self.acquire_permits(route) else {
             return drained(request, Rejection::TooManyConnections.into_response()).await;
         };
         let id = self.inner.connection_ids.fetch_add(1, Ordering::Relaxed);
+        // The instance that decides the handshake is the one that serves the
+        // connection: what it learns there stays for the connection.
+        let mut guest = match route.handler.instantiate().await {
+            Ok(guest) => guest,
+            Err(err) => {
+                tracing::warn!(connection = id, path = route.config.path, "cannot instantiate the handler: {err:?}");
+                let failed = text_response(StatusCode::INTERNAL_SERVER_ERROR, "The handler failed to start.");
+                return drained(request, failed).await;
+            }
+        };
+        let subprotocol = match handshake::decide(&mut guest, &request, &route.config.protocols, id).await {
+            Verdict::Accept { subprotocol, headers } => {
+                if let Some(chosen) = &subprotocol {
+                    // Offered by the client, so a valid header value.
+                    let value = header::HeaderValue::from_str(chosen).expect("an offered protocol is a header value");
+                    response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+                }
+                response.headers_mut().extend(headers);
+                subprotocol
+            }
+            Verdict::Reject(rejection) => return drained(request, rejection).await,
+        };
         let session = Session {
             id,
-            handler: route.handler.clone(),
-            info: connection_info(&request, accepted.subprotocol),
+            guest,
+            info: connection_info(&request, subprotocol),
             idle_timeout: route.config.idle_timeout,
             ping_interval: route.config.ping_interval,
             shutdown: self.inner.shutdown.clone(),
@@ -205,7 +228,7 @@ impl App {
                 Err(err) => tracing::debug!(connection = id, "upgrade failed: {err}"),
             }
         });
-        accepted.response
+        response
     }
 
     /// A host-wide permit and, if the route has a limit, a route permit.
@@ -299,11 +322,7 @@ fn connection_info<B>(request: &Request<B>, subprotocol: Option<String>) -> Conn
     ConnectionInfo {
         path: request.uri().path().to_owned(),
         query: request.uri().query().map(str::to_owned),
-        headers: request
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
-            .collect(),
+        headers: upgrade::header_pairs(request.headers()),
         subprotocol,
     }
 }

@@ -58,15 +58,6 @@ impl Rejection {
 /// What a client at the connection limit is told to wait, in seconds.
 const RETRY_AFTER_SECONDS: &str = "1";
 
-/// An accepted upgrade: the response to send and the chosen subprotocol.
-#[derive(Debug)]
-pub struct Accepted {
-    /// `101 Switching Protocols` (HTTP/1.1) or `200 OK` (HTTP/2).
-    pub response: Response<Full<Bytes>>,
-    /// The subprotocol chosen, if any.
-    pub subprotocol: Option<String>,
-}
-
 /// A plain-text response.
 pub fn text_response(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -75,9 +66,9 @@ pub fn text_response(status: StatusCode, body: &'static str) -> Response<Full<By
     response
 }
 
-/// Checks an upgrade request against the route's `protocols` (in order of
-/// preference); on success returns the response to send.
-pub fn accept<B>(request: &Request<B>, protocols: &[String]) -> Result<Accepted, Rejection> {
+/// Checks an upgrade request; on success returns the response to send,
+/// before any subprotocol is chosen.
+pub fn accept<B>(request: &Request<B>) -> Result<Response<Full<Bytes>>, Rejection> {
     let headers = request.headers();
     let mut response = Response::new(Full::default());
     if request.version() == Version::HTTP_2 {
@@ -115,13 +106,7 @@ pub fn accept<B>(request: &Request<B>, protocols: &[String]) -> Result<Accepted,
             HeaderValue::from_str(&accept_key).expect("base64 is a valid header value"),
         );
     }
-    let subprotocol = choose_subprotocol(headers, protocols);
-    if let Some(chosen) = &subprotocol {
-        // Route protocols are checked to be header-safe when the config loads.
-        let value = HeaderValue::from_str(chosen).map_err(|_| Rejection::NotWebSocket)?;
-        response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, value);
-    }
-    Ok(Accepted { response, subprotocol })
+    Ok(response)
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), Rejection> {
@@ -132,17 +117,32 @@ fn check_version(headers: &HeaderMap) -> Result<(), Rejection> {
     }
 }
 
-/// The first of the server's `protocols` that the client offered, if any.
-/// Never a protocol the client did not offer.
-pub fn choose_subprotocol(headers: &HeaderMap, protocols: &[String]) -> Option<String> {
-    let offered: Vec<&str> = headers
+/// Headers as `(name, value)` pairs, names in lower case, in order; values
+/// that are not text are left out.
+pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// The subprotocols the client offered, in its order.
+pub fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .collect();
-    protocols.iter().find(|protocol| offered.contains(&protocol.as_str())).cloned()
+        .filter(|protocol| !protocol.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The default choice: the first of the route's `protocols` that the client
+/// offered, if any.
+pub fn first_offered(protocols: &[String], offered: &[String]) -> Option<String> {
+    protocols.iter().find(|protocol| offered.contains(protocol)).cloned()
 }
 
 /// Whether a comma-separated header (any of its occurrences) lists `token`,
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_upgrade_with_the_rfc_accept_key() {
-        let response = accept(&upgrade_request("13", KEY).body(()).unwrap(), &[]).unwrap().response;
+        let response = accept(&upgrade_request("13", KEY).body(()).unwrap()).unwrap();
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         // The example from RFC 6455 section 1.3.
         assert_eq!(response.headers()[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -188,27 +188,24 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_valid_upgrade() {
         let plain = Request::get("/chat").body(()).unwrap();
-        assert_eq!(accept(&plain, &[]).unwrap_err(), Rejection::NotWebSocket);
+        assert_eq!(accept(&plain).unwrap_err(), Rejection::NotWebSocket);
         let post = upgrade_request("13", KEY).method(Method::POST).body(()).unwrap();
-        assert_eq!(accept(&post, &[]).unwrap_err(), Rejection::MethodNotAllowed);
+        assert_eq!(accept(&post).unwrap_err(), Rejection::MethodNotAllowed);
         let old = upgrade_request("13", KEY).version(Version::HTTP_10).body(()).unwrap();
-        assert_eq!(accept(&old, &[]).unwrap_err(), Rejection::HttpVersion);
+        assert_eq!(accept(&old).unwrap_err(), Rejection::HttpVersion);
         let v8 = upgrade_request("8", KEY).body(()).unwrap();
-        assert_eq!(accept(&v8, &[]).unwrap_err(), Rejection::UnsupportedVersion);
+        assert_eq!(accept(&v8).unwrap_err(), Rejection::UnsupportedVersion);
         let short_key = upgrade_request("13", "c2hvcnQ=").body(()).unwrap();
-        assert_eq!(accept(&short_key, &[]).unwrap_err(), Rejection::BadKey);
+        assert_eq!(accept(&short_key).unwrap_err(), Rejection::BadKey);
     }
 
     #[test]
-    fn the_subprotocol_is_the_servers_first_choice_among_those_offered() {
+    fn the_default_subprotocol_is_the_routes_first_choice_among_those_offered() {
         let ours = ["chat.v2".to_owned(), "chat.v1".to_owned()];
         let request = upgrade_request("13", KEY).header("Sec-WebSocket-Protocol", "chat.v1, chat.v2").body(()).unwrap();
-        let accepted = accept(&request, &ours).unwrap();
-        assert_eq!(accepted.subprotocol.as_deref(), Some("chat.v2"));
-        assert_eq!(accepted.response.headers()[header::SEC_WEBSOCKET_PROTOCOL], "chat.v2");
-        let other = upgrade_request("13", KEY).header("Sec-WebSocket-Protocol", "mqtt").body(()).unwrap();
-        let accepted = accept(&other, &ours).unwrap();
-        assert_eq!(accepted.subprotocol, None);
-        assert!(!accepted.response.headers().contains_key(header::SEC_WEBSOCKET_PROTOCOL));
+        let offered = offered_protocols(request.headers());
+        assert_eq!(offered, ["chat.v1", "chat.v2"]);
+        assert_eq!(first_offered(&ours, &offered).as_deref(), Some("chat.v2"));
+        assert_eq!(first_offered(&ours, &["mqtt".to_owned()]), None);
     }
 }

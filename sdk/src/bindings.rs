@@ -7,7 +7,7 @@
 //! exported function it travels in, so each world gets its own
 //! [`StreamFactory`].
 
-use crate::{Flow, Incoming, Outgoing, Sink, Source};
+use crate::{Flow, Handshake, Incoming, Outgoing, Sink, Source};
 
 #[allow(missing_docs, clippy::all)]
 pub mod flow {
@@ -37,8 +37,22 @@ pub mod sink_source {
     });
 }
 
+#[allow(missing_docs, clippy::all)]
+pub mod handshake {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "handshake-handler",
+        pub_export_macro: true,
+        export_macro_name: "export_handshake_guest",
+        default_bindings_module: "wsplug_sdk::bindings::handshake",
+        with: {
+            "wsplug:websocket/types@0.1.0": super::flow::wsplug::websocket::types,
+        },
+    });
+}
+
 pub use flow::wasi::clocks::monotonic_clock;
-pub use flow::wsplug::websocket::types::{ConnectionInfo, Message};
+pub use flow::wsplug::websocket::types::{Acceptance, ConnectionInfo, Decision, HandshakeRequest, Message, Rejection};
 
 /// Creates the streams a handler writes to, with the intrinsics of the world
 /// the component exports.
@@ -83,6 +97,12 @@ impl<T: Flow + 'static> flow::exports::wsplug::websocket::flow::Guest for T {
     ) -> wit_bindgen::StreamReader<Message> {
         let incoming = Incoming::new(incoming);
         spawn_producer(FLOW_STREAMS, move |outgoing| T::run(info, incoming, outgoing))
+    }
+}
+
+impl<T: Handshake> handshake::exports::wsplug::websocket::handshake::Guest for T {
+    fn decide(request: HandshakeRequest) -> Decision {
+        <T as Handshake>::decide(request)
     }
 }
 

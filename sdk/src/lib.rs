@@ -30,11 +30,12 @@
 
 #[doc(hidden)]
 pub mod bindings;
+mod handshake;
 mod message;
 mod outgoing;
 mod time;
 
-pub use bindings::{ConnectionInfo, Message};
+pub use bindings::{Acceptance, ConnectionInfo, Decision, HandshakeRequest, Message, Rejection};
 pub use message::{BinaryChunks, Incoming, TextChunks};
 pub use outgoing::{BinaryWriter, Closed, Outgoing, TextWriter};
 pub use time::sleep;
@@ -66,19 +67,46 @@ pub trait Source {
     async fn run(info: ConnectionInfo, outgoing: Outgoing) -> Result;
 }
 
-/// Exports a type implementing [`Flow`] as the component's handler.
+/// The handler's say in the opening handshake, called before the upgrade on
+/// the instance that then serves the connection.
+///
+/// The `export_*!` macros implement it with the default for a handler that
+/// names no handshake; `export_flow!(T with handshake)` exports your own.
+pub trait Handshake {
+    /// Accept or refuse a connection attempt. By default: accept, with the
+    /// route's first configured subprotocol that the client offered (what
+    /// the host does for a component without a handshake).
+    fn decide(request: HandshakeRequest) -> Decision {
+        Decision::default_for(&request)
+    }
+}
+
+/// Exports a type implementing [`Flow`] as the component's handler:
+/// `export_flow!(T)`, or `export_flow!(T with handshake)` if `T` implements
+/// [`Handshake`] itself.
 #[macro_export]
 macro_rules! export_flow {
     ($handler:ident) => {
+        impl $crate::Handshake for $handler {}
+        $crate::export_flow!($handler with handshake);
+    };
+    ($handler:ident with handshake) => {
         $crate::bindings::flow::export_flow_guest!($handler with_types_in $crate::bindings::flow);
+        $crate::bindings::handshake::export_handshake_guest!($handler with_types_in $crate::bindings::handshake);
     };
 }
 
 /// Exports a type implementing [`Sink`] and [`Source`] as the component's
-/// handler.
+/// handler: `export_sink_source!(T)`, or `export_sink_source!(T with
+/// handshake)` if `T` implements [`Handshake`] itself.
 #[macro_export]
 macro_rules! export_sink_source {
     ($handler:ident) => {
+        impl $crate::Handshake for $handler {}
+        $crate::export_sink_source!($handler with handshake);
+    };
+    ($handler:ident with handshake) => {
         $crate::bindings::sink_source::export_sink_source_guest!($handler with_types_in $crate::bindings::sink_source);
+        $crate::bindings::handshake::export_handshake_guest!($handler with_types_in $crate::bindings::handshake);
     };
 }

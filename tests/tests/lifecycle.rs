@@ -49,6 +49,26 @@ async fn the_route_picks_its_preferred_subprotocol_among_those_offered() -> anyh
 }
 
 #[tokio::test]
+async fn the_handler_picks_the_subprotocol_or_rejects_with_401() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/chat", test_guest("chat"))]).await?;
+
+    let mut request = format!("ws://{}/chat", server.address).into_client_request()?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "chat.v1, chat.v2".parse()?);
+    match tokio_tungstenite::connect_async(request.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+        }
+        other => anyhow::bail!("expected 401, got {other:?}"),
+    }
+
+    request.headers_mut().insert("Authorization", "Bearer letmein".parse()?);
+    let (mut client, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v2");
+    assert_eq!(receive_text(&mut client).await?, "protocol chat.v2");
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_idle_connection_is_closed_with_1001() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/greeter", example("greeter"));
     route.idle_timeout = Duration::from_millis(300);

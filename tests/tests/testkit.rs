@@ -104,3 +104,28 @@ async fn expect_completion_shows_what_came_instead() {
 async fn connect_shows_a_refused_upgrade() {
     greeter().connect("/nowhere").await;
 }
+
+#[tokio::test]
+async fn the_handler_decides_the_handshake() {
+    let app = TestApp::new([("/chat", test_guest("chat"))]).unwrap();
+    let refused = app.websocket("/chat").protocol("chat.v1").send().await;
+    assert!(!refused.is_websocket_upgrade());
+    assert_eq!((refused.status().as_u16(), refused.body()), (401, "a bearer token is required"));
+
+    let accepted = app
+        .websocket("/chat")
+        .protocol("chat.v1")
+        .protocol("chat.v2")
+        .header("Authorization", "Bearer letmein")
+        .send()
+        .await;
+    assert_eq!(accepted.subprotocol(), Some("chat.v2"));
+    assert_eq!(accepted.header("x-chat"), Some("welcome"));
+    let mut probe = accepted.into_probe();
+    probe.expect_text("protocol chat.v2").await;
+
+    let misbehaving =
+        app.websocket("/chat?misbehave").protocol("chat.v1").header("Authorization", "Bearer letmein").send().await;
+    assert_eq!(misbehaving.status().as_u16(), 500);
+    assert_eq!(misbehaving.subprotocol(), None);
+}
