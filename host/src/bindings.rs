@@ -33,7 +33,9 @@ mod handshake {
     });
 }
 
-pub use flow::wsplug::websocket::types::{Acceptance, ConnectionInfo, Decision, HandshakeRequest, Message, Rejection};
+pub use flow::wsplug::websocket::types::{
+    Acceptance, CloseFrame, ConnectionInfo, Decision, HandshakeRequest, Message, Rejection,
+};
 pub use flow::{FlowHandler, FlowHandlerIndices};
 pub use handshake::{HandshakeHandler, HandshakeHandlerIndices};
 pub use sink_source::{SinkSourceHandler, SinkSourceHandlerIndices};

@@ -14,8 +14,8 @@
 //! event loop are futures joined together, with no task per message. The
 //! bounded channels are the backpressure in both directions.
 
-use crate::bindings::ConnectionInfo;
-use crate::runtime::{GuestInstance, HandlerExports};
+use crate::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo, Message as WitMessage};
+use crate::runtime::{ConnectionCtx, GuestInstance, HandlerExports};
 use crate::streams::{ClientMessage, GuestMessage, IncomingMessages, OutgoingMessages};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::StreamReader;
+use wasmtime::component::{Accessor, FutureReader, StreamReader};
 
 /// How many client messages may wait for the guest to read them. With
 /// tungstenite reading whole messages, memory held for a guest that does not
@@ -43,6 +43,10 @@ const OUTGOING_QUEUE: usize = 16;
 
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a guest may go on after the client has closed the connection
+/// (its output can no longer be sent) before its instance is dropped.
+const FINISH_AFTER_CLIENT_CLOSE: Duration = Duration::from_secs(1);
 
 /// What a connection needs besides its socket.
 pub struct Session {
@@ -74,7 +78,7 @@ pub struct Session {
 /// | any other protocol violation by the client | 1002 |
 /// | no traffic for the idle timeout | 1001 `idle timeout` |
 /// | server shutdown: input ended, output done or grace over | 1001 `server shutting down` |
-/// | the client closes | (tungstenite echoes the client's close) |
+/// | the client closes | (tungstenite echoes the client's close); the guest's input ends and it gets up to a second to finish |
 pub async fn serve<S>(socket: WebSocketStream<S>, session: Session)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -82,28 +86,38 @@ where
     let Session { id, guest, info, idle_timeout, ping_interval, shutdown, shutdown_grace } = session;
     let (mut sink, stream) = socket.split();
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
+    let (closed_tx, closed_rx) = oneshot::channel();
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
     let activity = Activity::new();
 
-    let mut read = pin!(read_client(stream, incoming_tx, &activity, &shutdown));
+    let mut read = pin!(read_client(stream, incoming_tx, closed_tx, &activity, &shutdown));
     let mut read_done = false;
     // The guest and the writer live in this block; once it ends they are
     // gone (the instance with them) and the sink is free for the close frame.
     let close = {
         let path = info.path.clone();
-        let mut guest = pin!(run_guest(guest, info, incoming_rx, outgoing_tx));
+        let mut guest = pin!(run_guest(guest, info, incoming_rx, closed_rx, outgoing_tx));
         let mut write = pin!(write_client(&mut sink, outgoing_rx, &activity, ping_interval, idle_timeout));
         let mut guest_done = false;
+        let mut write_done = false;
+        let mut client_closed = false;
         let mut shutting_down = false;
-        let mut grace = pin!(tokio::time::sleep(Duration::MAX / 4));
+        // The deadline of the shutdown grace period, or of the guest's time to
+        // finish after the client closed.
+        let mut deadline = pin!(tokio::time::sleep(Duration::MAX / 4));
         loop {
             tokio::select! {
                 end = &mut read, if !read_done => {
                     read_done = true;
                     match end {
-                        // Whatever the guest still had to say can no longer be
-                        // sent; the instance is dropped with this block.
-                        ReadEnd::Closed => break None,
+                        // Nothing can be sent any more, but the guest may still
+                        // be working through the end of its input (its close
+                        // frame, say): it gets a moment to finish.
+                        ReadEnd::Closed if guest_done => break None,
+                        ReadEnd::Closed => {
+                            client_closed = true;
+                            deadline.as_mut().reset(Instant::now() + FINISH_AFTER_CLIENT_CLOSE);
+                        }
                         ReadEnd::Violation(frame) => {
                             tracing::debug!(connection = id, "closing with {}: {}", u16::from(frame.code), frame.reason);
                             break Some(frame);
@@ -114,24 +128,36 @@ where
                     guest_done = true;
                     if let Err(err) = result {
                         tracing::warn!(connection = id, path, "handler failed: {err:?}");
-                        break Some(close_frame(CloseCode::Error, "handler failed"));
+                        break (!client_closed).then(|| close_frame(CloseCode::Error, "handler failed"));
+                    }
+                    if client_closed {
+                        break None;
                     }
                     // Its output ended: the writer sends what is queued, then ends.
                 }
-                end = &mut write => break match end {
-                    // The input may have ended for the shutdown before this loop saw it.
-                    WriteEnd::Drained if shutdown.is_cancelled() => Some(close_frame(CloseCode::Away, "server shutting down")),
-                    WriteEnd::Drained => Some(close_frame(CloseCode::Normal, "")),
-                    WriteEnd::Idle => Some(close_frame(CloseCode::Away, "idle timeout")),
-                    WriteEnd::Failed => None,
-                },
-                () = shutdown.cancelled(), if !shutting_down => {
+                end = &mut write, if !write_done => {
+                    write_done = true;
+                    if client_closed {
+                        // It failed on the closed socket; the guest's writes now fail.
+                        continue;
+                    }
+                    break match end {
+                        // The input may have ended for the shutdown before this loop saw it.
+                        WriteEnd::Drained if shutdown.is_cancelled() => Some(close_frame(CloseCode::Away, "server shutting down")),
+                        WriteEnd::Drained => Some(close_frame(CloseCode::Normal, "")),
+                        WriteEnd::Idle => Some(close_frame(CloseCode::Away, "idle timeout")),
+                        WriteEnd::Failed => None,
+                    };
+                }
+                () = shutdown.cancelled(), if !shutting_down && !client_closed => {
                     // The reader has ended the guest's input; give the guest the
                     // grace period to finish its output.
                     shutting_down = true;
-                    grace.as_mut().reset(Instant::now() + shutdown_grace);
+                    deadline.as_mut().reset(Instant::now() + shutdown_grace);
                 }
-                () = &mut grace, if shutting_down => break Some(close_frame(CloseCode::Away, "server shutting down")),
+                () = &mut deadline, if shutting_down || client_closed => {
+                    break (!client_closed).then(|| close_frame(CloseCode::Away, "server shutting down"));
+                }
             }
         }
     };
@@ -177,6 +203,7 @@ async fn run_guest(
     guest: GuestInstance,
     info: ConnectionInfo,
     incoming: mpsc::Receiver<ClientMessage>,
+    closed: oneshot::Receiver<WitCloseFrame>,
     outgoing: mpsc::Sender<GuestMessage>,
 ) -> wasmtime::Result<()> {
     let GuestInstance { mut store, exports, .. } = guest;
@@ -186,9 +213,8 @@ async fn run_guest(
         HandlerExports::Flow(flow) => {
             store
                 .run_concurrent(async |accessor| {
-                    let incoming =
-                        accessor.with(|mut store| StreamReader::new(&mut store, IncomingMessages::new(incoming)))?;
-                    let replies = flow.wsplug_websocket_flow().call_handle(accessor, info, incoming).await?;
+                    let (incoming, closed) = guest_input(accessor, incoming, closed)?;
+                    let replies = flow.wsplug_websocket_flow().call_handle(accessor, info, incoming, closed).await?;
                     accessor.with(|mut store| replies.pipe(&mut store, output))?;
                     // Fires when the guest ends its output (or the store fails).
                     let _ = finished.await;
@@ -199,9 +225,9 @@ async fn run_guest(
         HandlerExports::SinkSource(sink_source) => {
             store
                 .run_concurrent(async |accessor| {
-                    let incoming =
-                        accessor.with(|mut store| StreamReader::new(&mut store, IncomingMessages::new(incoming)))?;
-                    let consume = sink_source.wsplug_websocket_sink().call_consume(accessor, info.clone(), incoming);
+                    let (incoming, closed) = guest_input(accessor, incoming, closed)?;
+                    let consume =
+                        sink_source.wsplug_websocket_sink().call_consume(accessor, info.clone(), incoming, closed);
                     let produce = async {
                         let pushed = sink_source.wsplug_websocket_source().call_produce(accessor, info).await?;
                         accessor.with(|mut store| pushed.pipe(&mut store, output))?;
@@ -224,6 +250,20 @@ async fn run_guest(
     }
 }
 
+/// The guest's input: the stream of the client's messages, and the future
+/// of the client's close frame (resolved when the reader ends).
+fn guest_input(
+    accessor: &Accessor<ConnectionCtx>,
+    incoming: mpsc::Receiver<ClientMessage>,
+    closed: oneshot::Receiver<WitCloseFrame>,
+) -> wasmtime::Result<(StreamReader<WitMessage>, FutureReader<Option<WitCloseFrame>>)> {
+    accessor.with(|mut store| {
+        let messages = StreamReader::new(&mut store, IncomingMessages::new(incoming))?;
+        let closed = FutureReader::new(&mut store, async move { wasmtime::Result::<_>::Ok(closed.await.ok()) })?;
+        Ok((messages, closed))
+    })
+}
+
 /// How reading from the client ended.
 enum ReadEnd {
     /// The client closed the connection (the close was echoed) or dropped it.
@@ -239,6 +279,7 @@ enum ReadEnd {
 async fn read_client<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
     incoming: mpsc::Sender<ClientMessage>,
+    closed: oneshot::Sender<WitCloseFrame>,
     activity: &Activity,
     shutdown: &CancellationToken,
 ) -> ReadEnd
@@ -246,6 +287,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut incoming = Some(incoming);
+    let mut closed = Some(closed);
     let mut shutting_down = pin!(shutdown.cancelled());
     loop {
         let next = tokio::select! {
@@ -264,7 +306,13 @@ where
         let message = match message {
             Message::Text(text) => ClientMessage::Text(text),
             Message::Binary(data) => ClientMessage::Binary(data),
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => continue,
+            Message::Close(Some(frame)) => {
+                if let Some(closed) = closed.take() {
+                    let _ = closed.send(WitCloseFrame { code: frame.code.into(), reason: frame.reason.to_string() });
+                }
+                continue;
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(None) | Message::Frame(_) => continue,
         };
         let Some(sender) = &incoming else { continue };
         tokio::select! {

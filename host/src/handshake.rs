@@ -79,7 +79,10 @@ pub async fn decide<B>(
             let status = match StatusCode::from_u16(rejection.status) {
                 Ok(status) if status.is_client_error() || status.is_server_error() => status,
                 _ => {
-                    return handler_fault(id, format!("it rejected with status {}, not a 4xx or 5xx", rejection.status));
+                    return handler_fault(
+                        id,
+                        format!("it rejected with status {}, not a 4xx or 5xx", rejection.status),
+                    );
                 }
             };
             let headers = match header_map(&rejection.headers) {

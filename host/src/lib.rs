@@ -23,6 +23,7 @@
 pub mod bindings;
 pub mod config;
 pub mod connection;
+pub mod guest_log;
 pub mod handshake;
 pub mod runtime;
 pub mod server;

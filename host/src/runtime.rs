@@ -6,8 +6,10 @@ use crate::bindings::{
     FlowHandler, FlowHandlerIndices, HandshakeHandler, HandshakeHandlerIndices, SinkSourceHandler,
     SinkSourceHandlerIndices,
 };
+use crate::guest_log::GuestLog;
 use anyhow::{Context as _, bail};
 use std::path::Path;
+use std::sync::Arc;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -109,10 +111,16 @@ pub(crate) enum HandlerExports {
 }
 
 impl Handler {
-    /// A fresh instance in a fresh store, for one connection. The guest gets
-    /// no files, network, environment or stdio.
-    pub(crate) async fn instantiate(&self) -> wasmtime::Result<GuestInstance> {
-        let ctx = ConnectionCtx { wasi: WasiCtx::builder().build(), table: ResourceTable::new() };
+    /// A fresh instance in a fresh store, for `connection` on `path`. The
+    /// guest gets no files, network or environment; its stdout and stderr go
+    /// to the host's log.
+    pub(crate) async fn instantiate(&self, connection: u64, path: &str) -> wasmtime::Result<GuestInstance> {
+        let path: Arc<str> = path.into();
+        let wasi = WasiCtx::builder()
+            .stdout(GuestLog::new(connection, path.clone(), "stdout"))
+            .stderr(GuestLog::new(connection, path, "stderr"))
+            .build();
+        let ctx = ConnectionCtx { wasi, table: ResourceTable::new() };
         let mut store = Store::new(self.pre.engine(), ctx);
         let instance = self.pre.instantiate_async(&mut store).await?;
         let exports = match &self.role {

@@ -179,7 +179,7 @@ impl App {
         let id = self.inner.connection_ids.fetch_add(1, Ordering::Relaxed);
         // The instance that decides the handshake is the one that serves the
         // connection: what it learns there stays for the connection.
-        let mut guest = match route.handler.instantiate().await {
+        let mut guest = match route.handler.instantiate(id, &route.config.path).await {
             Ok(guest) => guest,
             Err(err) => {
                 tracing::warn!(connection = id, path = route.config.path, "cannot instantiate the handler: {err:?}");

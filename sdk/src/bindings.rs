@@ -52,7 +52,9 @@ pub mod handshake {
 }
 
 pub use flow::wasi::clocks::monotonic_clock;
-pub use flow::wsplug::websocket::types::{Acceptance, ConnectionInfo, Decision, HandshakeRequest, Message, Rejection};
+pub use flow::wsplug::websocket::types::{
+    Acceptance, CloseFrame, ConnectionInfo, Decision, HandshakeRequest, Message, Rejection,
+};
 
 /// Creates the streams a handler writes to, with the intrinsics of the world
 /// the component exports.
@@ -94,8 +96,9 @@ impl<T: Flow + 'static> flow::exports::wsplug::websocket::flow::Guest for T {
     async fn handle(
         info: ConnectionInfo,
         incoming: wit_bindgen::StreamReader<Message>,
+        closed: wit_bindgen::FutureReader<Option<CloseFrame>>,
     ) -> wit_bindgen::StreamReader<Message> {
-        let incoming = Incoming::new(incoming);
+        let incoming = Incoming::new(incoming, closed);
         spawn_producer(FLOW_STREAMS, move |outgoing| T::run(info, incoming, outgoing))
     }
 }
@@ -107,8 +110,12 @@ impl<T: Handshake> handshake::exports::wsplug::websocket::handshake::Guest for T
 }
 
 impl<T: Sink> sink_source::exports::wsplug::websocket::sink::Guest for T {
-    async fn consume(info: ConnectionInfo, incoming: wit_bindgen::StreamReader<Message>) {
-        let _ = <T as Sink>::run(info, Incoming::new(incoming)).await;
+    async fn consume(
+        info: ConnectionInfo,
+        incoming: wit_bindgen::StreamReader<Message>,
+        closed: wit_bindgen::FutureReader<Option<CloseFrame>>,
+    ) {
+        let _ = <T as Sink>::run(info, Incoming::new(incoming, closed)).await;
     }
 }
 

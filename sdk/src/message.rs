@@ -1,8 +1,8 @@
 //! Reading: the stream of incoming messages, and one message's payload
 //! whatever its form (strict or streamed).
 
-use crate::bindings::Message;
-use wit_bindgen::{StreamReader, StreamResult};
+use crate::bindings::{CloseFrame, Message};
+use wit_bindgen::{FutureReader, StreamReader, StreamResult};
 
 /// How many bytes a [`BinaryChunks::next`] asks the host for at most.
 const BINARY_CHUNK_CAPACITY: usize = 64 * 1024;
@@ -10,11 +10,19 @@ const BINARY_CHUNK_CAPACITY: usize = 64 * 1024;
 /// The messages a client sends on one connection, in order.
 pub struct Incoming {
     messages: StreamReader<Message>,
+    closed: Option<FutureReader<Option<CloseFrame>>>,
 }
 
 impl Incoming {
-    pub(crate) fn new(messages: StreamReader<Message>) -> Self {
-        Self { messages }
+    pub(crate) fn new(messages: StreamReader<Message>, closed: FutureReader<Option<CloseFrame>>) -> Self {
+        Self { messages, closed: Some(closed) }
+    }
+
+    /// The client's close frame, once the input has ended; `None` if the
+    /// connection ended without one (dropped, or closed by the server), or if
+    /// asked before.
+    pub async fn close_frame(&mut self) -> Option<CloseFrame> {
+        self.closed.take()?.await
     }
 
     /// The next message, or `None` once the client has closed the connection.

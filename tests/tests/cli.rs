@@ -4,9 +4,11 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wsplug_tests::{example, receive, receive_text, wsplug_binary};
+use wsplug_tests::{HANG_GUARD, example, receive, receive_text, test_guest, wsplug_binary};
 
 /// Kills the server when the test ends, however it ends.
 struct Running(Child);
@@ -18,9 +20,9 @@ impl Drop for Running {
     }
 }
 
-/// Starts `wsplug serve` on a free port; returns it and the `ws://` URL of
-/// each route, read from its log.
-fn serve(routes: &[(&str, PathBuf)]) -> (Running, Vec<String>) {
+/// Starts `wsplug serve` on a free port; returns it, the `ws://` URL of each
+/// route (read from its log) and the rest of its log, line by line.
+fn serve(routes: &[(&str, PathBuf)]) -> (Running, Vec<String>, mpsc::Receiver<String>) {
     let mut command = Command::new(wsplug_binary());
     command.args(["serve", "--listen", "127.0.0.1:0"]);
     for (path, component) in routes {
@@ -37,14 +39,22 @@ fn serve(routes: &[(&str, PathBuf)]) -> (Running, Vec<String>) {
             urls.push(url.to_owned());
         }
     }
-    // Keep draining the log so that the server never blocks on it.
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    (server, urls)
+    // Keep reading the log so that the server never blocks on it.
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in log.lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (server, urls, lines)
 }
 
 #[test]
 fn serve_two_routes_and_talk_to_the_greeter() {
-    let (_server, urls) = serve(&[("/greeter", example("greeter")), ("/ticker", example("ticker"))]);
+    let (_server, urls, _log) = serve(&[("/greeter", example("greeter")), ("/ticker", example("ticker"))]);
     let greeter_url = urls.iter().find(|url| url.ends_with("/greeter")).expect("a greeter route");
     assert!(urls.iter().any(|url| url.ends_with("/ticker")), "{urls:?}");
 
@@ -63,7 +73,7 @@ fn serve_two_routes_and_talk_to_the_greeter() {
 
 #[tokio::test]
 async fn sigterm_closes_connections_with_1001_and_exits_0() -> anyhow::Result<()> {
-    let (mut server, urls) = serve(&[("/greeter", example("greeter"))]);
+    let (mut server, urls, _log) = serve(&[("/greeter", example("greeter"))]);
     let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;
     futures_util::SinkExt::send(&mut client, Message::text("Peter")).await?;
     assert_eq!(receive_text(&mut client).await?, "Hello Peter!");
@@ -77,5 +87,30 @@ async fn sigterm_closes_connections_with_1001_and_exits_0() -> anyhow::Result<()
     while receive(&mut client).await?.is_some() {}
     let status = tokio::task::spawn_blocking(move || server.0.wait()).await??;
     assert!(status.success(), "{status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_handler_gets_the_clients_close_frame_and_its_stdout_reaches_the_log() -> anyhow::Result<()> {
+    let (_server, urls, log) = serve(&[("/info", test_guest("info"))]);
+    let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;
+    assert!(receive_text(&mut client).await?.starts_with("subprotocol="));
+    client.close(Some(CloseFrame { code: CloseCode::Library(4000), reason: "bye".into() })).await?;
+    while receive(&mut client).await?.is_some() {}
+
+    let logged = tokio::task::spawn_blocking(move || {
+        loop {
+            let line = log.recv_timeout(HANG_GUARD).expect("the guest's line in the log");
+            if line.contains("client closed with") {
+                return line;
+            }
+        }
+    })
+    .await?;
+    assert!(logged.contains(r#"client closed with 4000 "bye""#), "{logged}");
+    assert!(
+        logged.contains("connection=") && logged.contains(r#"path="/info""#) && logged.contains("stdout"),
+        "{logged}"
+    );
     Ok(())
 }

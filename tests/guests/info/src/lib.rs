@@ -1,5 +1,6 @@
 //! Reports what the host told it about the connection, as its first message:
-//! `subprotocol=<..> query=<..> x-test=<..>`, then echoes text messages.
+//! `subprotocol=<..> query=<..> x-test=<..>`, then echoes text messages;
+//! once the client has closed, prints its close frame to stdout.
 
 use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing};
 
@@ -17,6 +18,11 @@ impl Flow for Info {
         outgoing.send_text(report).await?;
         while let Some(message) = incoming.next().await {
             outgoing.send(message).await?;
+        }
+        // Goes to the host's log, tagged with the connection.
+        match incoming.close_frame().await {
+            Some(frame) => println!("client closed with {} {:?}", frame.code, frame.reason),
+            None => println!("connection ended without a close frame"),
         }
         Ok(())
     }
