@@ -17,8 +17,11 @@
 //! max-connections = 1000
 //! idle-timeout = 300          # seconds without data either way; 0: never
 //! ping-interval = 30          # seconds between keep-alive pings; 0: none
+//! memory-limit = 67108864     # bytes of linear memory per instance
+//! cpu-budget = 1              # seconds a guest may compute without a break
 //! ```
 
+use crate::runtime::GuestLimits;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -86,6 +89,15 @@ pub struct RouteConfig {
     /// through the idle timeout. Zero disables pings. Default 30 s.
     #[serde(default = "defaults::ping_interval", with = "seconds")]
     pub ping_interval: Duration,
+    /// Linear memory per instance, in bytes; growth past it traps (close
+    /// 1011). Default 64 MiB.
+    #[serde(default = "defaults::memory_limit")]
+    pub memory_limit: usize,
+    /// How long a guest may compute without a break (without waiting for a
+    /// message, a timer or the client) before it is interrupted (close 1011).
+    /// Default 1 s.
+    #[serde(default = "defaults::cpu_budget", with = "seconds")]
+    pub cpu_budget: Duration,
 }
 
 impl Default for Config {
@@ -113,7 +125,14 @@ impl RouteConfig {
             max_connections: None,
             idle_timeout: defaults::idle_timeout(),
             ping_interval: defaults::ping_interval(),
+            memory_limit: defaults::memory_limit(),
+            cpu_budget: defaults::cpu_budget(),
         }
+    }
+
+    /// What this route's guests may use.
+    pub fn guest_limits(&self) -> GuestLimits {
+        GuestLimits { memory: self.memory_limit, cpu_budget: self.cpu_budget }
     }
 }
 
@@ -154,8 +173,17 @@ impl Config {
             if let Some(bad) = route.protocols.iter().find(|protocol| !is_token(protocol)) {
                 bail!("route {}: `{bad}` is not a valid subprotocol name", route.path);
             }
-            if route.max_connections == Some(0) || route.max_message_size == 0 || route.max_frame_size == 0 {
-                bail!("route {}: max-connections, max-message-size and max-frame-size must be positive", route.path);
+            if route.max_connections == Some(0)
+                || route.max_message_size == 0
+                || route.max_frame_size == 0
+                || route.memory_limit == 0
+                || route.cpu_budget.is_zero()
+            {
+                bail!(
+                    "route {}: max-connections, max-message-size, max-frame-size, memory-limit and cpu-budget \
+                     must be positive",
+                    route.path
+                );
             }
         }
         if self.max_connections == 0 {
@@ -200,6 +228,12 @@ mod defaults {
     }
     pub fn ping_interval() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn memory_limit() -> usize {
+        64 << 20
+    }
+    pub fn cpu_budget() -> Duration {
+        Duration::from_secs(1)
     }
 }
 

@@ -31,5 +31,5 @@ pub mod streams;
 pub mod upgrade;
 
 pub use config::{Config, RouteConfig};
-pub use runtime::{Handler, Runtime};
+pub use runtime::{GuestLimits, Handler, Runtime};
 pub use server::{App, Routes, Server};

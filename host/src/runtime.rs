@@ -10,15 +10,65 @@ use crate::guest_log::GuestLog;
 use anyhow::{Context as _, bail};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// The state of one connection's store: what WASI needs, nothing else. The
-/// connection's own state lives in the guest and dies with the store.
+/// How often the engine's epoch advances: the granularity of the CPU budget
+/// and of the yields that let a busy guest share its thread.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The state of one connection's store: what WASI needs and the guest's
+/// limits. The connection's own state lives in the guest and dies with the
+/// store.
 pub struct ConnectionCtx {
     wasi: WasiCtx,
     table: ResourceTable,
+    memory: StoreLimits,
+    cpu: CpuMeter,
+}
+
+/// What a route's guests may use.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestLimits {
+    /// Linear memory per instance, in bytes; growing past it traps.
+    pub memory: usize,
+    /// How long a guest may compute without a break before it is
+    /// interrupted (a trap).
+    pub cpu_budget: Duration,
+}
+
+/// Measures how long the guest has been running without a break, from the
+/// epoch callbacks: they come every tick while wasm runs, so two callbacks
+/// more than about a tick apart mean the guest was idle in between.
+struct CpuMeter {
+    budget: Duration,
+    busy_since: Option<Instant>,
+    last_tick: Instant,
+}
+
+impl CpuMeter {
+    fn new(budget: Duration) -> Self {
+        Self { budget, busy_since: None, last_tick: Instant::now() }
+    }
+
+    /// Called at each epoch tick the guest is running through: `Err` once it
+    /// has run for longer than the budget without a break.
+    fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
+        let now = Instant::now();
+        let continuous = now.duration_since(self.last_tick) <= 3 * EPOCH_TICK;
+        self.last_tick = now;
+        let busy_since = match self.busy_since {
+            Some(since) if continuous => since,
+            _ => *self.busy_since.insert(now),
+        };
+        if now.duration_since(busy_since) > self.budget {
+            wasmtime::bail!("the handler ran for more than its cpu-budget of {:?} without a break", self.budget);
+        }
+        // Let the executor serve other connections before going on.
+        Ok(UpdateDeadline::Yield(1))
+    }
 }
 
 impl WasiView for ConnectionCtx {
@@ -34,12 +84,25 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// An engine with component-model async enabled, linked with WASI 0.2
-    /// (which every Rust guest imports through `std`) and WASI 0.3.
+    /// An engine with component-model async and epoch interruption, linked
+    /// with WASI 0.2 (which every Rust guest imports through `std`) and WASI
+    /// 0.3. A thread advances the epoch for as long as the engine lives.
     pub fn new() -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model_async(true);
+        config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wsplug-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("cannot start the epoch thread")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
@@ -49,7 +112,7 @@ impl Runtime {
     /// Compiles the component at `path` and checks that it is a handler.
     ///
     /// Every failure names the file and what is wrong with it.
-    pub fn load(&self, path: &Path) -> anyhow::Result<Handler> {
+    pub fn load(&self, path: &Path, limits: GuestLimits) -> anyhow::Result<Handler> {
         let shown = path.display();
         let bytes = std::fs::read(path).with_context(|| format!("cannot read component file {shown}"))?;
         let component = Component::new(&self.engine, &bytes)
@@ -62,10 +125,10 @@ impl Runtime {
             .with_context(|| format!("{shown} imports something wsplug does not provide"))?;
         let handshake = HandshakeHandlerIndices::new(&pre).ok();
         if let Ok(flow) = FlowHandlerIndices::new(&pre) {
-            return Ok(Handler { pre, role: Role::Flow(flow), handshake });
+            return Ok(Handler { pre, role: Role::Flow(flow), handshake, limits });
         }
         if let Ok(sink_source) = SinkSourceHandlerIndices::new(&pre) {
-            return Ok(Handler { pre, role: Role::SinkSource(sink_source), handshake });
+            return Ok(Handler { pre, role: Role::SinkSource(sink_source), handshake, limits });
         }
         let exports: Vec<_> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
@@ -85,6 +148,7 @@ pub struct Handler {
     role: Role,
     /// Present if the component exports `handshake`.
     handshake: Option<HandshakeHandlerIndices>,
+    limits: GuestLimits,
 }
 
 /// Which handler world the component exports.
@@ -113,15 +177,20 @@ pub(crate) enum HandlerExports {
 impl Handler {
     /// A fresh instance in a fresh store, for `connection` on `path`. The
     /// guest gets no files, network or environment; its stdout and stderr go
-    /// to the host's log.
+    /// to the host's log; its memory and CPU time are limited.
     pub(crate) async fn instantiate(&self, connection: u64, path: &str) -> wasmtime::Result<GuestInstance> {
         let path: Arc<str> = path.into();
         let wasi = WasiCtx::builder()
             .stdout(GuestLog::new(connection, path.clone(), "stdout"))
             .stderr(GuestLog::new(connection, path, "stderr"))
             .build();
-        let ctx = ConnectionCtx { wasi, table: ResourceTable::new() };
+        let memory = StoreLimitsBuilder::new().memory_size(self.limits.memory).trap_on_grow_failure(true).build();
+        let ctx =
+            ConnectionCtx { wasi, table: ResourceTable::new(), memory, cpu: CpuMeter::new(self.limits.cpu_budget) };
         let mut store = Store::new(self.pre.engine(), ctx);
+        store.limiter(|ctx| &mut ctx.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut store| store.data_mut().cpu.tick());
         let instance = self.pre.instantiate_async(&mut store).await?;
         let exports = match &self.role {
             Role::Flow(indices) => HandlerExports::Flow(indices.load(&mut store, &instance)?),

@@ -56,7 +56,9 @@ impl Routes {
     pub fn load(runtime: &Runtime, routes: &[RouteConfig]) -> anyhow::Result<Self> {
         let mut loaded = HashMap::new();
         for config in routes {
-            let handler = runtime.load(&config.component).with_context(|| format!("route {}", config.path))?;
+            let handler = runtime
+                .load(&config.component, config.guest_limits())
+                .with_context(|| format!("route {}", config.path))?;
             let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
             loaded.insert(config.path.clone(), Route { config: config.clone(), handler, permits });
         }

@@ -1,9 +1,10 @@
 //! Bad components and failing guests: clear errors, contained failures.
 
 use futures_util::SinkExt;
+use std::path::Path;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wsplug::Runtime;
+use wsplug::{RouteConfig, Runtime};
 use wsplug_tests::{TestServer, example, receive, receive_text, test_guest};
 
 #[tokio::test]
@@ -31,9 +32,15 @@ async fn a_trapping_guest_closes_only_its_own_connection_with_1011() -> anyhow::
     Ok(())
 }
 
+/// Why loading `path` as a handler fails.
+fn load_error(path: &Path) -> anyhow::Error {
+    let limits = RouteConfig::new("/x", path).guest_limits();
+    Runtime::new().unwrap().load(path, limits).err().expect("loading should fail")
+}
+
 #[test]
 fn a_missing_component_file_is_named_in_the_error() {
-    let error = Runtime::new().unwrap().load("no/such/handler.wasm".as_ref()).err().unwrap();
+    let error = load_error("no/such/handler.wasm".as_ref());
     let message = format!("{error:#}");
     assert!(message.contains("no/such/handler.wasm"), "{message}");
     assert!(message.contains("cannot read"), "{message}");
@@ -42,7 +49,7 @@ fn a_missing_component_file_is_named_in_the_error() {
 #[test]
 fn a_component_that_exports_no_handler_is_rejected_with_what_is_missing() {
     let path = test_guest("not-a-handler");
-    let error = Runtime::new().unwrap().load(&path).err().unwrap();
+    let error = load_error(&path);
     let message = format!("{error:#}");
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains("wsplug:websocket/flow@0.1.0"), "{message}");
@@ -52,7 +59,7 @@ fn a_component_that_exports_no_handler_is_rejected_with_what_is_missing() {
 #[test]
 fn a_file_that_is_not_a_component_is_rejected() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let error = Runtime::new().unwrap().load(&path).err().unwrap();
+    let error = load_error(&path);
     let message = format!("{error:#}");
     assert!(message.contains("is not a WebAssembly component"), "{message}");
 }

@@ -1,0 +1,105 @@
+//! Hostile guests are contained: each is stopped with 1011 and other
+//! connections carry on, during and after.
+
+use futures_util::SinkExt;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wsplug::{Config, RouteConfig};
+use wsplug_tests::{Client, RawClient, RawFrame, TestServer, example, receive, receive_text, test_guest};
+
+async fn expect_1011(client: &mut Client) -> anyhow::Result<()> {
+    match receive(client).await? {
+        Some(Message::Close(Some(frame))) if frame.code == CloseCode::Error => Ok(()),
+        other => anyhow::bail!("expected close 1011, got {other:?}"),
+    }
+}
+
+async fn greet(greeter: &mut Client, name: &str) -> anyhow::Result<()> {
+    greeter.send(Message::text(name)).await?;
+    assert_eq!(receive_text(greeter).await?, format!("Hello {name}!"));
+    Ok(())
+}
+
+// A single-threaded runtime: the greeter is served only if the spinning
+// guest yields its thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_guest_that_computes_forever_is_interrupted_and_does_not_stall_others() -> anyhow::Result<()> {
+    let mut config = Config::default();
+    let mut hog = RouteConfig::new("/hog", test_guest("hog"));
+    hog.cpu_budget = Duration::from_millis(500);
+    config.set_route(hog);
+    config.set_route(RouteConfig::new("/greeter", example("greeter")));
+    let server = TestServer::start_with(config).await?;
+
+    let mut greeter = server.connect("/greeter").await?;
+    let mut spinning = server.connect("/hog").await?;
+    spinning.send(Message::text("spin")).await?;
+    // While it spins, the greeter answers, again and again.
+    for name in ["Peter", "John", "Mary"] {
+        greet(&mut greeter, name).await?;
+    }
+    expect_1011(&mut spinning).await?;
+    greet(&mut greeter, "Paul").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guest_that_allocates_past_its_limit_is_stopped() -> anyhow::Result<()> {
+    let mut config = Config::default();
+    let mut glutton = RouteConfig::new("/glutton", test_guest("glutton"));
+    glutton.memory_limit = 16 << 20;
+    config.set_route(glutton);
+    config.set_route(RouteConfig::new("/greeter", example("greeter")));
+    let server = TestServer::start_with(config).await?;
+
+    let mut greeter = server.connect("/greeter").await?;
+    let mut eating = server.connect("/glutton").await?;
+    eating.send(Message::text("small")).await?;
+    assert_eq!(receive_text(&mut eating).await?, "small");
+    eating.send(Message::text("eat")).await?;
+    expect_1011(&mut eating).await?;
+    greet(&mut greeter, "Peter").await?;
+    // The limit is per instance: a new connection starts afresh.
+    let mut again = server.connect("/glutton").await?;
+    again.send(Message::text("fresh")).await?;
+    assert_eq!(receive_text(&mut again).await?, "fresh");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guest_that_traps_in_the_middle_of_a_streamed_reply_closes_with_1011() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/stepwise", test_guest("stepwise"))]).await?;
+    let mut client = RawClient::connect(server.address, "/stepwise").await?;
+    client.send_frame(true, 1, b"one").await?;
+    assert_eq!(client.read_frame().await?, RawFrame { fin: false, opcode: 1, payload: b"one".to_vec() });
+    client.send_frame(true, 1, b"boom").await?;
+    // The fragmented reply is cut short by the close frame (control frames
+    // may come between fragments).
+    let close = client.read_frame().await?;
+    assert_eq!((close.opcode, u16::from_be_bytes([close.payload[0], close.payload[1]])), (8, 1011));
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_opened_and_dropped_in_a_loop_leave_nothing_behind() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    for round in 0..200 {
+        let mut client = server.connect("/greeter").await?;
+        if round % 2 == 0 {
+            greet(&mut client, "Peter").await?;
+        }
+        // Half close properly, half just vanish.
+        if round % 4 < 2 {
+            client.close(None).await?;
+            while receive(&mut client).await?.is_some() {}
+        }
+    }
+    wsplug_tests::guard(async {
+        while server.app.open_connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await?;
+    Ok(())
+}
