@@ -19,11 +19,14 @@
 //! ping-interval = 30          # seconds between keep-alive pings; 0: none
 //! memory-limit = 67108864     # bytes of linear memory per instance
 //! cpu-budget = 1              # seconds a guest may compute without a break
+//! env = { GREETING = "Hello" } # environment variables granted to the guest
+//! dirs = [{ host = "static", guest = "/static" }]  # read-only directories
 //! ```
 
-use crate::runtime::GuestLimits;
+use crate::runtime::GuestPolicy;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,6 +101,22 @@ pub struct RouteConfig {
     /// Default 1 s.
     #[serde(default = "defaults::cpu_budget", with = "seconds")]
     pub cpu_budget: Duration,
+    /// Environment variables granted to the guest. Default none.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Host directories granted to the guest, read-only. Default none.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A host directory a route's guests may read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DirGrant {
+    /// The directory on the host (relative to the config file).
+    pub host: PathBuf,
+    /// Where the guest sees it, e.g. `/static`.
+    pub guest: String,
 }
 
 impl Default for Config {
@@ -127,12 +146,19 @@ impl RouteConfig {
             ping_interval: defaults::ping_interval(),
             memory_limit: defaults::memory_limit(),
             cpu_budget: defaults::cpu_budget(),
+            env: BTreeMap::new(),
+            dirs: Vec::new(),
         }
     }
 
     /// What this route's guests may use.
-    pub fn guest_limits(&self) -> GuestLimits {
-        GuestLimits { memory: self.memory_limit, cpu_budget: self.cpu_budget }
+    pub fn guest_policy(&self) -> GuestPolicy {
+        GuestPolicy {
+            memory: self.memory_limit,
+            cpu_budget: self.cpu_budget,
+            env: self.env.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+            read_only_dirs: self.dirs.iter().map(|dir| (dir.host.clone(), dir.guest.clone())).collect(),
+        }
     }
 }
 
@@ -147,6 +173,9 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new(""));
         for route in &mut config.routes {
             route.component = base.join(&route.component);
+            for dir in &mut route.dirs {
+                dir.host = base.join(&dir.host);
+            }
         }
         Ok(config)
     }

@@ -30,6 +30,6 @@ pub mod server;
 pub mod streams;
 pub mod upgrade;
 
-pub use config::{Config, RouteConfig};
-pub use runtime::{GuestLimits, Handler, Runtime};
+pub use config::{Config, DirGrant, RouteConfig};
+pub use runtime::{GuestPolicy, Handler, Runtime};
 pub use server::{App, Routes, Server};

@@ -8,12 +8,12 @@ use crate::bindings::{
 };
 use crate::guest_log::GuestLog;
 use anyhow::{Context as _, bail};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// How often the engine's epoch advances: the granularity of the CPU budget
 /// and of the yields that let a busy guest share its thread.
@@ -29,14 +29,19 @@ pub struct ConnectionCtx {
     cpu: CpuMeter,
 }
 
-/// What a route's guests may use.
-#[derive(Clone, Copy, Debug)]
-pub struct GuestLimits {
+/// What a route's guests may use. Anything not granted here is denied: no
+/// network, no files, no environment.
+#[derive(Clone, Debug)]
+pub struct GuestPolicy {
     /// Linear memory per instance, in bytes; growing past it traps.
     pub memory: usize,
     /// How long a guest may compute without a break before it is
     /// interrupted (a trap).
     pub cpu_budget: Duration,
+    /// Environment variables the guest sees.
+    pub env: Vec<(String, String)>,
+    /// Host directories the guest may read, as `(host path, guest path)`.
+    pub read_only_dirs: Vec<(PathBuf, String)>,
 }
 
 /// Measures how long the guest has been running without a break, from the
@@ -112,8 +117,13 @@ impl Runtime {
     /// Compiles the component at `path` and checks that it is a handler.
     ///
     /// Every failure names the file and what is wrong with it.
-    pub fn load(&self, path: &Path, limits: GuestLimits) -> anyhow::Result<Handler> {
+    pub fn load(&self, path: &Path, policy: GuestPolicy) -> anyhow::Result<Handler> {
         let shown = path.display();
+        for (host, _) in &policy.read_only_dirs {
+            if !host.is_dir() {
+                bail!("{} is granted to {shown} as a directory, but is not one", host.display());
+            }
+        }
         let bytes = std::fs::read(path).with_context(|| format!("cannot read component file {shown}"))?;
         let component = Component::new(&self.engine, &bytes)
             .map_err(anyhow::Error::from)
@@ -125,10 +135,10 @@ impl Runtime {
             .with_context(|| format!("{shown} imports something wsplug does not provide"))?;
         let handshake = HandshakeHandlerIndices::new(&pre).ok();
         if let Ok(flow) = FlowHandlerIndices::new(&pre) {
-            return Ok(Handler { pre, role: Role::Flow(flow), handshake, limits });
+            return Ok(Handler { pre, role: Role::Flow(flow), handshake, policy });
         }
         if let Ok(sink_source) = SinkSourceHandlerIndices::new(&pre) {
-            return Ok(Handler { pre, role: Role::SinkSource(sink_source), handshake, limits });
+            return Ok(Handler { pre, role: Role::SinkSource(sink_source), handshake, policy });
         }
         let exports: Vec<_> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
@@ -148,7 +158,7 @@ pub struct Handler {
     role: Role,
     /// Present if the component exports `handshake`.
     handshake: Option<HandshakeHandlerIndices>,
-    limits: GuestLimits,
+    policy: GuestPolicy,
 }
 
 /// Which handler world the component exports.
@@ -176,17 +186,25 @@ pub(crate) enum HandlerExports {
 
 impl Handler {
     /// A fresh instance in a fresh store, for `connection` on `path`. The
-    /// guest gets no files, network or environment; its stdout and stderr go
-    /// to the host's log; its memory and CPU time are limited.
+    /// guest gets what its route's policy grants and nothing else; its stdout
+    /// and stderr go to the host's log; its memory and CPU time are limited.
     pub(crate) async fn instantiate(&self, connection: u64, path: &str) -> wasmtime::Result<GuestInstance> {
         let path: Arc<str> = path.into();
-        let wasi = WasiCtx::builder()
-            .stdout(GuestLog::new(connection, path.clone(), "stdout"))
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestLog::new(connection, path.clone(), "stdout"))
             .stderr(GuestLog::new(connection, path, "stderr"))
-            .build();
-        let memory = StoreLimitsBuilder::new().memory_size(self.limits.memory).trap_on_grow_failure(true).build();
-        let ctx =
-            ConnectionCtx { wasi, table: ResourceTable::new(), memory, cpu: CpuMeter::new(self.limits.cpu_budget) };
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (name, value) in &self.policy.env {
+            wasi.env(name, value);
+        }
+        for (host, guest) in &self.policy.read_only_dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;
+        }
+        let memory = StoreLimitsBuilder::new().memory_size(self.policy.memory).trap_on_grow_failure(true).build();
+        let cpu = CpuMeter::new(self.policy.cpu_budget);
+        let ctx = ConnectionCtx { wasi: wasi.build(), table: ResourceTable::new(), memory, cpu };
         let mut store = Store::new(self.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.memory);
         store.set_epoch_deadline(1);

@@ -57,7 +57,7 @@ impl Routes {
         let mut loaded = HashMap::new();
         for config in routes {
             let handler = runtime
-                .load(&config.component, config.guest_limits())
+                .load(&config.component, config.guest_policy())
                 .with_context(|| format!("route {}", config.path))?;
             let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
             loaded.insert(config.path.clone(), Route { config: config.clone(), handler, permits });

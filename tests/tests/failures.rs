@@ -34,7 +34,7 @@ async fn a_trapping_guest_closes_only_its_own_connection_with_1011() -> anyhow::
 
 /// Why loading `path` as a handler fails.
 fn load_error(path: &Path) -> anyhow::Error {
-    let limits = RouteConfig::new("/x", path).guest_limits();
+    let limits = RouteConfig::new("/x", path).guest_policy();
     Runtime::new().unwrap().load(path, limits).err().expect("loading should fail")
 }
 

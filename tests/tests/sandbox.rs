@@ -103,3 +103,26 @@ async fn connections_opened_and_dropped_in_a_loop_leave_nothing_behind() -> anyh
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_guest_gets_only_the_environment_and_read_only_directories_granted() -> anyhow::Result<()> {
+    let data = std::env::temp_dir().join(format!("wsplug-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(data.join("hello.txt"), "hello from the host\n")?;
+
+    let mut config = Config::default();
+    let mut granted = RouteConfig::new("/granted", test_guest("caps"));
+    granted.env.insert("GREETING".into(), "hi".into());
+    granted.dirs.push(wsplug::DirGrant { host: data.clone(), guest: "/data".into() });
+    config.set_route(granted);
+    config.set_route(RouteConfig::new("/bare", test_guest("caps")));
+    let server = TestServer::start_with(config).await?;
+
+    let mut client = server.connect("/granted").await?;
+    assert_eq!(receive_text(&mut client).await?, "env=hi file=hello from the host write=denied outside=denied");
+    let mut client = server.connect("/bare").await?;
+    assert_eq!(receive_text(&mut client).await?, "env=- file=denied write=denied outside=denied");
+    assert!(!data.join("written.txt").exists());
+    std::fs::remove_dir_all(&data)?;
+    Ok(())
+}
