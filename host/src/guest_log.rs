@@ -1,11 +1,13 @@
 //! A guest's stdout and stderr, sent to the host's log a line at a time,
-//! tagged with the route and the connection (target `wsplug::guest`).
+//! tagged with the route and the connection (target `wsplug::guest`), and
+//! rate-limited per connection so that a chatty guest cannot flood the log.
 
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -13,19 +15,74 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// A line longer than this is logged in pieces of this size.
 const MAX_LINE: usize = 4096;
 
+/// Lines a connection's guest may log in a burst...
+const BURST_LINES: f64 = 100.0;
+
+/// ...and per second after that; the rest are counted and reported.
+const LINES_PER_SECOND: f64 = 10.0;
+
 /// Where one guest stream's lines go.
 #[derive(Clone)]
 pub struct GuestLog {
     connection: u64,
     path: Arc<str>,
     stream: &'static str,
+    budget: Arc<Mutex<LineBudget>>,
 }
 
 impl GuestLog {
-    /// Lines of `stream` ("stdout" or "stderr") of the guest serving
-    /// `connection` on `path`.
-    pub fn new(connection: u64, path: Arc<str>, stream: &'static str) -> Self {
-        Self { connection, path, stream }
+    /// The stdout and the stderr of the guest serving `connection` on
+    /// `path`, sharing one rate limit.
+    pub fn pair(connection: u64, path: &str) -> (Self, Self) {
+        let path: Arc<str> = path.into();
+        let budget = Arc::new(Mutex::new(LineBudget::new(connection, path.clone())));
+        let stdout = Self { connection, path, stream: "stdout", budget };
+        let stderr = Self { stream: "stderr", ..stdout.clone() };
+        (stdout, stderr)
+    }
+}
+
+/// A token bucket of log lines; what it drops is reported with the next
+/// line let through, or when the guest is gone.
+struct LineBudget {
+    tokens: f64,
+    refilled: Instant,
+    dropped: u64,
+    connection: u64,
+    path: Arc<str>,
+}
+
+impl Drop for LineBudget {
+    fn drop(&mut self) {
+        self.report(self.dropped);
+    }
+}
+
+impl LineBudget {
+    fn new(connection: u64, path: Arc<str>) -> Self {
+        Self { tokens: BURST_LINES, refilled: Instant::now(), dropped: 0, connection, path }
+    }
+
+    fn report(&self, dropped: u64) {
+        if dropped > 0 {
+            let (connection, path) = (self.connection, &*self.path);
+            tracing::warn!(target: "wsplug::guest", connection, path, "{dropped} lines of guest output dropped (rate limit)");
+        }
+    }
+
+    /// Whether a line may be logged now; if so, also how many were dropped
+    /// since the last one that was.
+    fn take(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * LINES_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(BURST_LINES);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            self.dropped += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.dropped))
     }
 }
 
@@ -69,9 +126,13 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
-        let line = String::from_utf8_lossy(&self.line);
-        let GuestLog { connection, path, stream } = &self.log;
-        tracing::info!(target: "wsplug::guest", connection, path = &**path, stream, "{}", line.trim_end_matches('\r'));
+        let GuestLog { connection, path, stream, budget } = &self.log;
+        let mut budget = budget.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(dropped) = budget.take() {
+            budget.report(dropped);
+            let line = String::from_utf8_lossy(&self.line);
+            tracing::info!(target: "wsplug::guest", connection, path = &**path, stream, "{}", line.trim_end_matches('\r'));
+        }
         self.line.clear();
     }
 }

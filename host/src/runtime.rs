@@ -9,7 +9,6 @@ use crate::bindings::{
 use crate::guest_log::GuestLog;
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -189,13 +188,9 @@ impl Handler {
     /// guest gets what its route's policy grants and nothing else; its stdout
     /// and stderr go to the host's log; its memory and CPU time are limited.
     pub(crate) async fn instantiate(&self, connection: u64, path: &str) -> wasmtime::Result<GuestInstance> {
-        let path: Arc<str> = path.into();
+        let (stdout, stderr) = GuestLog::pair(connection, path);
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestLog::new(connection, path.clone(), "stdout"))
-            .stderr(GuestLog::new(connection, path, "stderr"))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         for (name, value) in &self.policy.env {
             wasi.env(name, value);
         }

@@ -114,3 +114,31 @@ async fn the_handler_gets_the_clients_close_frame_and_its_stdout_reaches_the_log
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_chatty_guest_is_rate_limited_in_the_log() -> anyhow::Result<()> {
+    let (_server, urls, log) = serve(&[("/info", test_guest("info"))]);
+    let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;
+    assert!(receive_text(&mut client).await?.starts_with("subprotocol="));
+    futures_util::SinkExt::send(&mut client, Message::text("spam")).await?;
+    assert_eq!(receive_text(&mut client).await?, "spam");
+    // The dropped lines are reported with the next line let through, or
+    // when the guest is gone.
+    futures_util::SinkExt::send(&mut client, Message::text("spam")).await?;
+    assert_eq!(receive_text(&mut client).await?, "spam");
+    client.close(None).await?;
+    while receive(&mut client).await?.is_some() {}
+
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        while let Ok(line) = log.recv_timeout(std::time::Duration::from_secs(1)) {
+            lines.push(line);
+        }
+        lines
+    })
+    .await?;
+    let spam = lines.iter().filter(|line| line.contains("spam line")).count();
+    assert!((100..=130).contains(&spam), "{spam} of 2000 lines logged");
+    assert!(lines.iter().any(|line| line.contains("lines of guest output dropped")), "{lines:#?}");
+    Ok(())
+}

@@ -126,3 +126,73 @@ async fn a_guest_gets_only_the_environment_and_read_only_directories_granted() -
     std::fs::remove_dir_all(&data)?;
     Ok(())
 }
+
+/// This process's resident memory, in bytes (the server runs in it).
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_guest_that_never_reads_pushes_back_on_the_client() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/deaf", test_guest("deaf"))]).await?;
+    let mut client = server.connect("/deaf").await?;
+    let message = Message::binary(vec![7; 256 * 1024]);
+    let before = resident_bytes();
+    let mut sent = 0usize;
+    // Offer 200 MiB; the window only stops the attempt, the bound is on bytes.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        for _ in 0..800 {
+            client.send(message.clone()).await?;
+            sent += 256 * 1024;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(sent < 64 << 20, "the host took {sent} bytes from a client its guest never reads");
+    assert!(grown < 96 << 20, "memory grew by {grown} bytes");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guest_that_writes_endlessly_is_slowed_by_a_client_that_does_not_read() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/flood", test_guest("flood"))]).await?;
+    let before = resident_bytes();
+    let _client = server.connect("/flood").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(grown < 96 << 20, "memory grew by {grown} bytes while the guest wrote to a client that does not read");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guest_that_never_writes_is_closed_as_idle() -> anyhow::Result<()> {
+    let mut route = RouteConfig::new("/deaf", test_guest("deaf"));
+    route.idle_timeout = Duration::from_millis(300);
+    let mut config = Config::default();
+    config.set_route(route);
+    let server = TestServer::start_with(config).await?;
+    let mut client = server.connect("/deaf").await?;
+    match receive(&mut client).await? {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
+        other => anyhow::bail!("expected close 1001, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_source_that_panics_while_the_sink_runs_closes_with_1011() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/crash", test_guest("crash-source")), ("/greeter", example("greeter"))]).await?;
+    let mut greeter = server.connect("/greeter").await?;
+    let mut client = server.connect("/crash").await?;
+    assert_eq!(receive_text(&mut client).await?, "about to crash");
+    client.send(Message::text("still sending")).await?;
+    expect_1011(&mut client).await?;
+    greet(&mut greeter, "Peter").await
+}

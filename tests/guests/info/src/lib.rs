@@ -1,5 +1,6 @@
 //! Reports what the host told it about the connection, as its first message:
-//! `subprotocol=<..> query=<..> x-test=<..>`, then echoes text messages;
+//! `subprotocol=<..> query=<..> x-test=<..>`, then echoes text messages
+//! (`spam` first prints 1000 lines to stdout);
 //! once the client has closed, prints its close frame to stdout.
 
 use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing};
@@ -17,7 +18,13 @@ impl Flow for Info {
         );
         outgoing.send_text(report).await?;
         while let Some(message) = incoming.next().await {
-            outgoing.send(message).await?;
+            let Some(text) = message.into_text().await else { continue };
+            if text == "spam" {
+                for line in 0..1000 {
+                    println!("spam line {line}");
+                }
+            }
+            outgoing.send_text(text).await?;
         }
         // Goes to the host's log, tagged with the connection.
         match incoming.close_frame().await {
