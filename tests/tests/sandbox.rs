@@ -84,7 +84,7 @@ async fn a_guest_that_traps_in_the_middle_of_a_streamed_reply_closes_with_1011()
 #[tokio::test]
 async fn connections_opened_and_dropped_in_a_loop_leave_nothing_behind() -> anyhow::Result<()> {
     let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
-    for round in 0..200 {
+    for round in 0..1000 {
         let mut client = server.connect("/greeter").await?;
         if round % 2 == 0 {
             greet(&mut client, "Peter").await?;
@@ -195,4 +195,44 @@ async fn a_source_that_panics_while_the_sink_runs_closes_with_1011() -> anyhow::
     client.send(Message::text("still sending")).await?;
     expect_1011(&mut client).await?;
     greet(&mut greeter, "Peter").await
+}
+
+#[tokio::test]
+async fn many_half_open_connections_are_dropped_at_the_handshake_timeout() -> anyhow::Result<()> {
+    let mut config = Config::default();
+    config.set_route(RouteConfig::new("/greeter", example("greeter")));
+    config.handshake_timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(config).await?;
+    let mut half_open = Vec::new();
+    for _ in 0..200 {
+        let mut tcp = tokio::net::TcpStream::connect(server.address).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET /greeter HTTP/1.1\r\nHost: x\r\n").await?;
+        half_open.push(tcp);
+    }
+    // Meanwhile a real client is served.
+    let mut greeter = server.connect("/greeter").await?;
+    greet(&mut greeter, "Peter").await?;
+    drop(greeter);
+    wsplug_tests::guard(async {
+        while server.app.open_connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn beyond_the_host_connection_cap_upgrades_get_503() -> anyhow::Result<()> {
+    let mut config = Config::default();
+    config.set_route(RouteConfig::new("/greeter", example("greeter")));
+    config.set_route(RouteConfig::new("/echo", example("echo")));
+    config.max_connections = 1;
+    let server = TestServer::start_with(config).await?;
+    let _first = server.connect("/greeter").await?;
+    match server.connect("/echo").await {
+        Err(err) => assert!(format!("{err:#}").contains("503"), "{err:#}"),
+        Ok(_) => anyhow::bail!("a second connection was accepted beyond the host's cap"),
+    }
+    Ok(())
 }
