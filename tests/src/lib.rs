@@ -78,6 +78,26 @@ impl TestServer {
         Ok(Self { address, app, task: tokio::spawn(server.run_until(std::future::pending())) })
     }
 
+    /// Waits until the server has no connection open (its own counters),
+    /// failing after [`HANG_GUARD`].
+    pub async fn all_closed(&self) -> anyhow::Result<()> {
+        self.until(|app| app.open_connections() == 0).await
+    }
+
+    /// Waits until the server has no WebSocket connection open.
+    pub async fn websockets_closed(&self) -> anyhow::Result<()> {
+        self.until(|app| app.open_websockets() == 0).await
+    }
+
+    async fn until(&self, done: impl Fn(&App) -> bool) -> anyhow::Result<()> {
+        guard(async {
+            while !done(&self.app) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
     /// Opens a WebSocket connection to `path` (which may carry a query).
     pub async fn connect(&self, path: &str) -> anyhow::Result<Client> {
         let url = format!("ws://{}{path}", self.address);

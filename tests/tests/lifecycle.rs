@@ -106,12 +106,7 @@ async fn a_client_too_slow_to_send_its_headers_is_disconnected() -> anyhow::Resu
     let mut rest = Vec::new();
     guard(slow.read_to_end(&mut rest)).await??;
     // No task is left behind for it.
-    guard(async {
-        while server.app.open_connections() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await?;
+    server.all_closed().await?;
     Ok(())
 }
 
@@ -166,12 +161,7 @@ async fn beyond_the_connection_cap_upgrades_get_503_and_existing_ones_carry_on()
     first.close(None).await?;
     while receive(&mut first).await?.is_some() {}
     // The permit comes back once the connection has ended.
-    guard(async {
-        while server.app.open_websockets() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await?;
+    server.websockets_closed().await?;
     let mut second = server.connect("/greeter").await?;
     second.send(Message::text("John")).await?;
     assert_eq!(receive_text(&mut second).await?, "Hello John!");

@@ -95,12 +95,7 @@ async fn connections_opened_and_dropped_in_a_loop_leave_nothing_behind() -> anyh
             while receive(&mut client).await?.is_some() {}
         }
     }
-    wsplug_tests::guard(async {
-        while server.app.open_connections() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await?;
+    server.all_closed().await?;
     Ok(())
 }
 
@@ -213,12 +208,7 @@ async fn many_half_open_connections_are_dropped_at_the_handshake_timeout() -> an
     let mut greeter = server.connect("/greeter").await?;
     greet(&mut greeter, "Peter").await?;
     drop(greeter);
-    wsplug_tests::guard(async {
-        while server.app.open_connections() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await?;
+    server.all_closed().await?;
     Ok(())
 }
 
