@@ -1,7 +1,7 @@
 # The README's commands. `make demo` serves the greeter and talks to it;
 # `make test` runs every test. Both install what they need first.
 
-.PHONY: demo test guests wasm-target
+.PHONY: demo test bench guests wasm-target
 
 # Guests are built for wasm32-wasip2, which cargo does not install by itself.
 wasm-target:
@@ -16,3 +16,9 @@ demo: guests
 
 test: wasm-target
 	cargo test --workspace
+
+# Benchmarks: release builds, then the closed-loop client against wsplug and
+# the native baseline (see the README's Benchmarks section).
+bench: guests
+	cargo build --release -p wsplug -p wsplug-bench
+	target/release/wsplug-bench

@@ -43,26 +43,43 @@ pub struct GuestPolicy {
     pub read_only_dirs: Vec<(PathBuf, String)>,
 }
 
+/// What the stream adapters tell the store about the guest: it just read or
+/// wrote a stream, so whatever it computed before has had a break.
+pub trait GuestProgress {
+    /// The guest handed data to the host or took data from it.
+    fn guest_made_progress(&mut self);
+}
+
+impl GuestProgress for ConnectionCtx {
+    fn guest_made_progress(&mut self) {
+        self.cpu.progress = true;
+    }
+}
+
 /// Measures how long the guest has been running without a break, from the
-/// epoch callbacks: they come every tick while wasm runs, so two callbacks
-/// more than about a tick apart mean the guest was idle in between.
+/// epoch callbacks. A callback comes at the first deadline check of each tick
+/// in which wasm runs, so callbacks alone cannot tell a guest that loops from
+/// one that is merely busy. A break is either a stream transfer since the
+/// last callback (the adapters report it) or a gap of more than a few ticks.
 struct CpuMeter {
     budget: Duration,
     busy_since: Option<Instant>,
     last_tick: Instant,
+    progress: bool,
 }
 
 impl CpuMeter {
     fn new(budget: Duration) -> Self {
-        Self { budget, busy_since: None, last_tick: Instant::now() }
+        Self { budget, busy_since: None, last_tick: Instant::now(), progress: false }
     }
 
     /// Called at each epoch tick the guest is running through: `Err` once it
     /// has run for longer than the budget without a break.
     fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
         let now = Instant::now();
-        let continuous = now.duration_since(self.last_tick) <= 3 * EPOCH_TICK;
+        let continuous = now.duration_since(self.last_tick) <= 3 * EPOCH_TICK && !self.progress;
         self.last_tick = now;
+        self.progress = false;
         let busy_since = match self.busy_since {
             Some(since) if continuous => since,
             _ => *self.busy_since.insert(now),

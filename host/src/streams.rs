@@ -7,6 +7,7 @@
 //! once it holds a permit for the channel to the socket writer.
 
 use crate::bindings::Message;
+use crate::runtime::GuestProgress;
 use bytes::{Buf, Bytes};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -63,7 +64,7 @@ impl IncomingMessages {
     }
 }
 
-impl<D: 'static> StreamProducer<D> for IncomingMessages {
+impl<D: GuestProgress + 'static> StreamProducer<D> for IncomingMessages {
     type Item = Message;
     type Buffer = Option<Message>;
 
@@ -81,6 +82,7 @@ impl<D: 'static> StreamProducer<D> for IncomingMessages {
         }
         match self.messages.poll_recv(cx) {
             Poll::Ready(Some(message)) => {
+                store.data_mut().guest_made_progress();
                 destination.set_buffer(Some(to_guest(message, &mut store)?));
                 Poll::Ready(Ok(StreamResult::Completed))
             }
@@ -92,7 +94,10 @@ impl<D: 'static> StreamProducer<D> for IncomingMessages {
 }
 
 /// The guest's view of a client message: strict when small, else streamed.
-fn to_guest<D: 'static>(message: ClientMessage, mut store: impl AsContextMut<Data = D>) -> wasmtime::Result<Message> {
+fn to_guest<D: GuestProgress + 'static>(
+    message: ClientMessage,
+    mut store: impl AsContextMut<Data = D>,
+) -> wasmtime::Result<Message> {
     Ok(match message {
         ClientMessage::Text(text) if text.len() <= STRICT_MESSAGE_LIMIT => Message::Text(text.as_str().to_owned()),
         ClientMessage::Text(text) => Message::TextStream(StreamReader::new(&mut store, TextChunks(Bytes::from(text)))?),
@@ -105,7 +110,7 @@ fn to_guest<D: 'static>(message: ClientMessage, mut store: impl AsContextMut<Dat
 /// [`CHUNK_SIZE`] bytes, each cut on a character boundary.
 struct TextChunks(Bytes);
 
-impl<D: 'static> StreamProducer<D> for TextChunks {
+impl<D: GuestProgress + 'static> StreamProducer<D> for TextChunks {
     type Item = String;
     type Buffer = Option<String>;
 
@@ -122,6 +127,7 @@ impl<D: 'static> StreamProducer<D> for TextChunks {
         if destination.remaining(&mut store) == Some(0) {
             return Poll::Ready(Ok(StreamResult::Completed));
         }
+        store.data_mut().guest_made_progress();
         let len = utf8_chunk_len(&self.0, CHUNK_SIZE);
         let chunk = self.0.split_to(len);
         // The payload was valid UTF-8 and the cut is on a boundary.
@@ -147,7 +153,7 @@ fn utf8_chunk_len(text: &[u8], max: usize) -> usize {
 /// guest's read buffer.
 struct BinaryChunks(Bytes);
 
-impl<D: 'static> StreamProducer<D> for BinaryChunks {
+impl<D: GuestProgress + 'static> StreamProducer<D> for BinaryChunks {
     type Item = u8;
     type Buffer = Option<u8>;
 
@@ -161,6 +167,8 @@ impl<D: 'static> StreamProducer<D> for BinaryChunks {
         if self.0.is_empty() {
             return Poll::Ready(Ok(StreamResult::Dropped));
         }
+        let mut store = store;
+        store.data_mut().guest_made_progress();
         let mut destination = destination.as_direct(store, CHUNK_SIZE);
         let room = destination.remaining();
         let count = room.len().min(self.0.len());
@@ -194,7 +202,7 @@ impl Drop for OutgoingMessages {
     }
 }
 
-impl<D: 'static> StreamConsumer<D> for OutgoingMessages {
+impl<D: GuestProgress + 'static> StreamConsumer<D> for OutgoingMessages {
     type Item = Message;
 
     fn poll_consume(
@@ -212,6 +220,7 @@ impl<D: 'static> StreamConsumer<D> for OutgoingMessages {
         }
         let mut message = None;
         source.read(&mut store, &mut message)?;
+        store.data_mut().guest_made_progress();
         let Some(message) = message else {
             return Poll::Ready(Ok(StreamResult::Completed));
         };
@@ -263,7 +272,7 @@ fn chunk_channel() -> (PollSender<Bytes>, mpsc::Receiver<Bytes>) {
 /// message) when the guest ends the stream.
 struct TextBody(PollSender<Bytes>);
 
-impl<D: 'static> StreamConsumer<D> for TextBody {
+impl<D: GuestProgress + 'static> StreamConsumer<D> for TextBody {
     type Item = String;
 
     fn poll_consume(
@@ -281,6 +290,7 @@ impl<D: 'static> StreamConsumer<D> for TextBody {
         }
         let mut chunk = None;
         source.read(&mut store, &mut chunk)?;
+        store.data_mut().guest_made_progress();
         let Some(chunk) = chunk.filter(|chunk| !chunk.is_empty()) else {
             return Poll::Ready(Ok(StreamResult::Completed));
         };
@@ -295,7 +305,7 @@ impl<D: 'static> StreamConsumer<D> for TextBody {
 /// [`CHUNK_SIZE`] bytes per fragment.
 struct BinaryBody(PollSender<Bytes>);
 
-impl<D: 'static> StreamConsumer<D> for BinaryBody {
+impl<D: GuestProgress + 'static> StreamConsumer<D> for BinaryBody {
     type Item = u8;
 
     fn poll_consume(
@@ -308,6 +318,8 @@ impl<D: 'static> StreamConsumer<D> for BinaryBody {
         if let Some(result) = ready_to_send(&mut self.0, cx, finish) {
             return result;
         }
+        let mut store = store;
+        store.data_mut().guest_made_progress();
         let mut source = source.as_direct(store);
         let data = source.remaining();
         if data.is_empty() {

@@ -226,3 +226,21 @@ async fn beyond_the_host_connection_cap_upgrades_get_503() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_busy_guest_that_keeps_doing_io_is_not_mistaken_for_a_loop() -> anyhow::Result<()> {
+    let mut route = RouteConfig::new("/echo", example("echo"));
+    route.cpu_budget = Duration::from_millis(200);
+    let mut config = Config::default();
+    config.set_route(route);
+    let server = TestServer::start_with(config).await?;
+    let mut client = server.connect("/echo").await?;
+    // Back to back for several budgets: the guest runs in every epoch tick,
+    // but between messages, which is a break.
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        client.send(Message::text("ping")).await?;
+        assert_eq!(receive_text(&mut client).await?, "ping");
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! `wsplug-bench`: the same closed-loop client against wsplug (echo and
+//! greeter components) and a native tokio-tungstenite echo server, side by
+//! side in one run, with a table of ratios against the native baseline.
+//!
+//! Run it with `make bench` (release builds of everything). Each server runs
+//! in its own process; the client is this process. Figures: messages/s,
+//! latency percentiles, connection setup rate (connect + first message +
+//! close) and the server's resident memory per idle connection.
+
+mod native;
+mod servers;
+
+use anyhow::Context as _;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use servers::Server;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long each throughput scenario measures, after a warm-up.
+const MEASURE: Duration = Duration::from_secs(5);
+const WARM_UP: Duration = Duration::from_secs(1);
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("native-echo") {
+        return native::serve();
+    }
+    let idle_connections: usize = std::env::var("WSPLUG_BENCH_IDLE").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    tokio::runtime::Runtime::new()?.block_on(run(idle_connections))
+}
+
+/// One server under test: a name and the URL of its endpoint.
+struct Target {
+    name: &'static str,
+    url: String,
+    /// What the server answers to `payload` is this much longer.
+    reply_overhead: usize,
+}
+
+async fn run(idle_connections: usize) -> anyhow::Result<()> {
+    let native = Server::native().await?;
+    let wsplug = Server::wsplug().await?;
+    let targets = [
+        Target { name: "native tokio-tungstenite echo", url: native.url("/"), reply_overhead: 0 },
+        Target { name: "wsplug + echo component", url: wsplug.url("/echo"), reply_overhead: 0 },
+        Target { name: "wsplug + greeter component", url: wsplug.url("/greeter"), reply_overhead: 7 },
+    ];
+    println!("machine: {} cores; client and servers on 127.0.0.1", std::thread::available_parallelism()?.get());
+    println!();
+    println!("| scenario | server | msg/s | ratio | p50 µs | p90 µs | p99 µs | p99.9 µs |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (connections, size) in [(64, 32), (64, 16 * 1024)] {
+        let mut baseline = None;
+        for target in &targets {
+            let result = throughput(target, connections, size).await.with_context(|| target.name)?;
+            let base = *baseline.get_or_insert(result.rate);
+            println!(
+                "| {connections} conns × {} | {} | {:.0} | {:.2} | {} | {} | {} | {} |",
+                human_size(size),
+                target.name,
+                result.rate,
+                result.rate / base,
+                result.latency.value_at_quantile(0.5),
+                result.latency.value_at_quantile(0.9),
+                result.latency.value_at_quantile(0.99),
+                result.latency.value_at_quantile(0.999),
+            );
+        }
+    }
+    println!();
+    println!("| scenario | server | result | ratio |");
+    println!("|---|---|---|---|");
+    let mut baseline = None;
+    for target in &targets[..2] {
+        let rate = setup_rate(target, 2000).await?;
+        let base = *baseline.get_or_insert(rate);
+        println!(
+            "| 2000 connect + message + close, 8 at a time | {} | {rate:.0} conn/s | {:.2} |",
+            target.name,
+            rate / base
+        );
+    }
+    let mut baseline = None;
+    for (target, server) in [(&targets[0], &native), (&targets[1], &wsplug)] {
+        let per_connection = idle_memory(target, server, idle_connections).await?;
+        let base = *baseline.get_or_insert(per_connection);
+        println!(
+            "| {idle_connections} idle connections | {} | {:.1} KiB RSS each | {:.2} |",
+            target.name,
+            per_connection / 1024.0,
+            per_connection / base
+        );
+    }
+    Ok(())
+}
+
+struct Throughput {
+    rate: f64,
+    latency: Histogram<u64>,
+}
+
+/// `connections` clients, each sending a `size`-byte text message and
+/// waiting for its answer before sending the next (one in flight each).
+async fn throughput(target: &Target, connections: usize, size: usize) -> anyhow::Result<Throughput> {
+    let payload = "x".repeat(size);
+    let start = Instant::now();
+    let measure_from = start + WARM_UP;
+    let end = measure_from + MEASURE;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (mut socket, _) = tokio_tungstenite::connect_async(target.url.as_str()).await?;
+        let payload = payload.clone();
+        let expected = size + target.reply_overhead;
+        tasks.push(tokio::spawn(async move {
+            let mut latency = Histogram::<u64>::new(3)?;
+            let mut count = 0u64;
+            while Instant::now() < end {
+                let sent = Instant::now();
+                socket.send(Message::text(payload.as_str())).await?;
+                let reply = socket.next().await.context("connection closed")??;
+                anyhow::ensure!(reply.len() == expected, "unexpected reply of {} bytes", reply.len());
+                if sent >= measure_from {
+                    latency.record(sent.elapsed().as_micros() as u64)?;
+                    count += 1;
+                }
+            }
+            socket.close(None).await.ok();
+            anyhow::Ok((count, latency))
+        }));
+    }
+    let mut total = 0;
+    let mut latency = Histogram::<u64>::new(3)?;
+    for task in tasks {
+        let (count, histogram) = task.await??;
+        total += count;
+        latency.add(histogram)?;
+    }
+    Ok(Throughput { rate: total as f64 / MEASURE.as_secs_f64(), latency })
+}
+
+/// Connections per second, each opened, used for one message and closed.
+async fn setup_rate(target: &Target, cycles: usize) -> anyhow::Result<f64> {
+    const PARALLEL: usize = 8;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..PARALLEL {
+        let url = target.url.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..cycles / PARALLEL {
+                let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+                socket.send(Message::text("hi")).await?;
+                socket.next().await.context("connection closed")??;
+                socket.close(None).await?;
+                while socket.next().await.is_some() {}
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(cycles as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The server's resident memory per open idle connection, in bytes.
+async fn idle_memory(target: &Target, server: &Server, connections: usize) -> anyhow::Result<f64> {
+    let before = server.resident_bytes()?;
+    let mut open = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let (mut socket, _) = tokio_tungstenite::connect_async(target.url.as_str()).await?;
+        // One round trip, so that the connection is fully set up server-side.
+        socket.send(Message::text("hi")).await?;
+        socket.next().await.context("connection closed")??;
+        open.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.resident_bytes()?;
+    drop(open);
+    Ok(after.saturating_sub(before) as f64 / connections as f64)
+}
+
+fn human_size(bytes: usize) -> String {
+    if bytes >= 1024 { format!("{} KiB", bytes / 1024) } else { format!("{bytes} B") }
+}
