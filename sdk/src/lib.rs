@@ -7,13 +7,16 @@
 //! - a [`Sink`] and a [`Source`], input and output not logically connected
 //!   (server push), exported together with [`export_sink_source!`].
 //!
+//! Both macros also export the optional `handshake` interface: by default
+//! with the host's own policy, or with your [`Handshake`] implementation.
+//!
 //! ```ignore
 //! use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing};
 //!
 //! struct Echo;
 //!
 //! impl Flow for Echo {
-//!     async fn run(_: ConnectionInfo, mut incoming: Incoming, outgoing: Outgoing) -> wsplug_sdk::Result {
+//!     async fn run(_: ConnectionInfo, mut incoming: Incoming, mut outgoing: Outgoing) -> wsplug_sdk::Result {
 //!         while let Some(message) = incoming.next().await {
 //!             outgoing.send(message).await?;
 //!         }

@@ -8,9 +8,7 @@ use wsplug_testkit::TestApp;
 #[tokio::test]
 async fn greets_each_name_and_ignores_binary_messages() {
     let app = TestApp::new([("/greeter", concat!(env!("WSPLUG_EXAMPLE_COMPONENTS"), "/greeter.wasm"))]).unwrap();
-    let upgrade = app.websocket("/greeter").send().await;
-    assert!(upgrade.is_websocket_upgrade());
-    let mut probe = upgrade.into_probe();
+    let mut probe = app.connect("/greeter").await; // checks the upgrade: 101 and the accept key
     probe.send_text("Peter").await;
     probe.expect_text("Hello Peter!").await;
     probe.send_binary(b"abcdef").await;
