@@ -5,6 +5,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use http_body_util::Empty;
 use hyper::Request;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -12,13 +13,18 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use wsplug_tests::{TestServer, example, guard};
 
+/// A cleartext HTTP/2 client connection (prior knowledge) to `server`.
+async fn http2_client(server: &TestServer) -> anyhow::Result<http2::SendRequest<Empty<Bytes>>> {
+    let tcp = TcpStream::connect(server.address).await?;
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 #[tokio::test]
 async fn greets_over_an_http2_extended_connect() -> anyhow::Result<()> {
     let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
-    let tcp = TcpStream::connect(server.address).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-    tokio::spawn(connection);
+    let mut sender = http2_client(&server).await?;
 
     let mut request = Request::connect(format!("http://{}/greeter", server.address))
         .header("sec-websocket-version", "13")
@@ -38,10 +44,7 @@ async fn greets_over_an_http2_extended_connect() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_plain_http2_request_gets_400() -> anyhow::Result<()> {
     let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
-    let tcp = TcpStream::connect(server.address).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-    tokio::spawn(connection);
+    let mut sender = http2_client(&server).await?;
     let request = Request::get(format!("http://{}/greeter", server.address)).body(Empty::<Bytes>::new())?;
     let response = guard(sender.send_request(request)).await??;
     assert_eq!(response.status(), 400);
