@@ -38,6 +38,15 @@ pub fn wsplug_binary() -> PathBuf {
     binary
 }
 
+/// A config with default host settings and the given routes.
+pub fn config_with(routes: impl IntoIterator<Item = RouteConfig>) -> Config {
+    let mut config = Config::default();
+    for route in routes {
+        config.set_route(route);
+    }
+    config
+}
+
 /// A wsplug server running in this process; stopped when dropped.
 pub struct TestServer {
     /// Where it listens.
@@ -60,11 +69,8 @@ impl TestServer {
     /// Starts a server with the given `(path, component)` routes, all
     /// settings at their defaults.
     pub async fn start(routes: &[(&str, PathBuf)]) -> anyhow::Result<Self> {
-        let mut config = Config::default();
-        for (path, component) in routes {
-            config.set_route(RouteConfig::new(*path, component.clone()));
-        }
-        Self::start_with(config).await
+        Self::start_with(config_with(routes.iter().map(|(path, component)| RouteConfig::new(*path, component.clone()))))
+            .await
     }
 
     /// Starts a server with `config`, listening on `127.0.0.1:0` whatever

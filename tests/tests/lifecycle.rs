@@ -9,13 +9,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wsplug::{Config, RouteConfig};
-use wsplug_tests::{RawClient, TestServer, example, guard, http_exchange, receive, receive_text, test_guest};
-
-fn config_with(route: RouteConfig) -> Config {
-    let mut config = Config::default();
-    config.set_route(route);
-    config
-}
+use wsplug_tests::{
+    RawClient, TestServer, config_with, example, guard, http_exchange, receive, receive_text, test_guest,
+};
 
 async fn expect_close(client: &mut wsplug_tests::Client, code: CloseCode, reason: &str) -> anyhow::Result<()> {
     match receive(client).await? {
@@ -31,7 +27,7 @@ async fn expect_close(client: &mut wsplug_tests::Client, code: CloseCode, reason
 async fn the_route_picks_its_preferred_subprotocol_among_those_offered() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/info", test_guest("info"));
     route.protocols = vec!["chat.v2".into(), "chat.v1".into()];
-    let server = TestServer::start_with(config_with(route)).await?;
+    let server = TestServer::start_with(config_with([route])).await?;
 
     let mut request = format!("ws://{}/info?room=7", server.address).into_client_request()?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", "chat.v1, chat.v2".parse()?);
@@ -73,7 +69,7 @@ async fn an_idle_connection_is_closed_with_1001() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/greeter", example("greeter"));
     route.idle_timeout = Duration::from_millis(300);
     route.ping_interval = Duration::ZERO;
-    let server = TestServer::start_with(config_with(route)).await?;
+    let server = TestServer::start_with(config_with([route])).await?;
     let mut client = server.connect("/greeter").await?;
     client.send(Message::text("Peter")).await?;
     assert_eq!(receive_text(&mut client).await?, "Hello Peter!");
@@ -85,7 +81,7 @@ async fn a_client_that_answers_pings_is_not_idle() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/greeter", example("greeter"));
     route.idle_timeout = Duration::from_millis(400);
     route.ping_interval = Duration::from_millis(100);
-    let server = TestServer::start_with(config_with(route)).await?;
+    let server = TestServer::start_with(config_with([route])).await?;
     let mut client = server.connect("/greeter").await?;
     // Reading answers the pings; nothing but pings arrives for three idle
     // timeouts.
@@ -98,7 +94,7 @@ async fn a_client_that_answers_pings_is_not_idle() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_client_too_slow_to_send_its_headers_is_disconnected() -> anyhow::Result<()> {
-    let mut config = config_with(RouteConfig::new("/greeter", example("greeter")));
+    let mut config = config_with([RouteConfig::new("/greeter", example("greeter"))]);
     config.handshake_timeout = Duration::from_millis(300);
     let server = TestServer::start_with(config).await?;
     let mut slow = TcpStream::connect(server.address).await?;
@@ -114,7 +110,7 @@ async fn a_client_too_slow_to_send_its_headers_is_disconnected() -> anyhow::Resu
 async fn a_message_over_the_limit_closes_with_1009() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/greeter", example("greeter"));
     route.max_message_size = 1024;
-    let server = TestServer::start_with(config_with(route)).await?;
+    let server = TestServer::start_with(config_with([route])).await?;
     let mut client = server.connect("/greeter").await?;
     client.send(Message::text("x".repeat(2000))).await?;
     match receive(&mut client).await? {
@@ -148,7 +144,7 @@ async fn invalid_utf8_closes_with_1007_and_protocol_errors_with_1002() -> anyhow
 async fn beyond_the_connection_cap_upgrades_get_503_and_existing_ones_carry_on() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/greeter", example("greeter"));
     route.max_connections = Some(1);
-    let server = TestServer::start_with(config_with(route)).await?;
+    let server = TestServer::start_with(config_with([route])).await?;
     let mut first = server.connect("/greeter").await?;
     let upgrade = "GET /greeter HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
                    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";

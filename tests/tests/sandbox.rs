@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wsplug::{Config, RouteConfig};
-use wsplug_tests::{Client, RawClient, RawFrame, TestServer, example, receive, receive_text, test_guest};
+use wsplug_tests::{Client, RawClient, RawFrame, TestServer, config_with, example, receive, receive_text, test_guest};
 
 async fn expect_1011(client: &mut Client) -> anyhow::Result<()> {
     match receive(client).await? {
@@ -170,9 +170,7 @@ async fn a_guest_that_writes_endlessly_is_slowed_by_a_client_that_does_not_read(
 async fn a_guest_that_never_writes_is_closed_as_idle() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/deaf", test_guest("deaf"));
     route.idle_timeout = Duration::from_millis(300);
-    let mut config = Config::default();
-    config.set_route(route);
-    let server = TestServer::start_with(config).await?;
+    let server = TestServer::start_with(config_with([route])).await?;
     let mut client = server.connect("/deaf").await?;
     match receive(&mut client).await? {
         Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
@@ -231,9 +229,7 @@ async fn beyond_the_host_connection_cap_upgrades_get_503() -> anyhow::Result<()>
 async fn a_busy_guest_that_keeps_doing_io_is_not_mistaken_for_a_loop() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/echo", example("echo"));
     route.cpu_budget = Duration::from_millis(200);
-    let mut config = Config::default();
-    config.set_route(route);
-    let server = TestServer::start_with(config).await?;
+    let server = TestServer::start_with(config_with([route])).await?;
     let mut client = server.connect("/echo").await?;
     // Back to back for several budgets: the guest runs in every epoch tick,
     // but between messages, which is a break.
