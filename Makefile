@@ -1,7 +1,7 @@
 # The README's commands. `make demo` serves the greeter and talks to it;
 # `make test` runs every test. Both install what they need first.
 
-.PHONY: demo test bench guests wasm-target
+.PHONY: demo test bench autobahn guests wasm-target
 
 # Guests are built for wasm32-wasip2, which cargo does not install by itself.
 wasm-target:
@@ -22,3 +22,9 @@ test: wasm-target
 bench: guests
 	cargo build --release -p wsplug -p wsplug-bench
 	target/release/wsplug-bench
+
+# Conformance: the Autobahn|Testsuite fuzzing client against wsplug serving
+# the echo example; fails unless every case passed (see the README).
+autobahn: guests
+	cargo build -p wsplug
+	./scripts/autobahn.sh

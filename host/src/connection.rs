@@ -3,12 +3,16 @@
 //!
 //! ```text
 //!  client ──▶ read_client ──(mpsc)──▶ IncomingMessages ──▶ guest `incoming`
+//!                 │ pongs, close echo
+//!                 ▼
 //!  client ◀── write_client ◀─(mpsc)── OutgoingMessages ◀── guest output
 //! ```
 //!
-//! Besides the guest's messages, the writer sends keep-alive pings and
-//! watches for idleness; the reader answers protocol violations with the
-//! right close code.
+//! The reader passes each message on as its frames arrive (a streamed
+//! message's chunks go through a channel of their own), answers pings and
+//! echoes the client's close through the writer, and answers protocol
+//! violations with the right close code. Besides the guest's messages, the
+//! writer sends keep-alive pings and watches for idleness.
 //!
 //! All of it runs on the connection's task: the two pumps and the store's
 //! event loop are futures joined together, with no task per message. The
@@ -16,37 +20,46 @@
 
 use crate::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo, Message as WitMessage};
 use crate::runtime::{ConnectionCtx, GuestInstance, HandlerExports};
-use crate::streams::{ClientMessage, GuestMessage, IncomingMessages, OutgoingMessages};
+use crate::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE, IncomingMessages, OutgoingMessages};
+use crate::wire::{Event, FrameReader, FrameWriter, ReadError, ReadLimits};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Accessor, FutureReader, StreamReader};
 
-/// How many client messages may wait for the guest to read them. With
-/// tungstenite reading whole messages, memory held for a guest that does not
-/// read is at most this many messages plus the one being read.
+/// How many client messages may wait for the guest to read them. A streamed
+/// message holds at most [`INCOMING_CHUNK_QUEUE`] chunks besides, so memory
+/// held for a guest that does not read is bounded either way.
 const INCOMING_QUEUE: usize = 2;
 
 /// How many guest messages may wait for the socket.
 const OUTGOING_QUEUE: usize = 16;
 
-/// How long to wait for the client's answer to our close frame.
+/// How many pongs (and the close echo) may wait for the writer.
+const REPLY_QUEUE: usize = 4;
+
+/// How long to wait for the client to take our close frame, and for its
+/// answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a guest may go on after the client has closed the connection
-/// (its output can no longer be sent) before its instance is dropped.
-const FINISH_AFTER_CLIENT_CLOSE: Duration = Duration::from_secs(1);
+/// How long a guest may go on once its input has ended for the client's
+/// close (its output can no longer be sent) or for a protocol violation (its
+/// answers to the valid messages before it still go out) before its instance
+/// is dropped.
+const FINISH_AFTER_INPUT_ENDS: Duration = Duration::from_secs(1);
+
+/// The close frame the guest's `closed` future resolves to when the
+/// connection drops in the middle of a message: 1006 is the code RFC 6455
+/// reserves for reporting exactly that to applications (it never goes on the
+/// wire).
+const LOST_IN_A_MESSAGE: (u16, &str) = (1006, "connection lost in the middle of a message");
 
 /// What a connection needs besides its socket.
 pub struct Session {
@@ -64,6 +77,8 @@ pub struct Session {
     pub shutdown: CancellationToken,
     /// How long the guest may go on once the server shuts down.
     pub shutdown_grace: Duration,
+    /// The route's frame and message limits.
+    pub limits: ReadLimits,
 }
 
 /// Serves one upgraded connection with a fresh instance of the handler, until
@@ -73,54 +88,67 @@ pub struct Session {
 /// |---|---|
 /// | the handler's output ends | 1000 |
 /// | the handler traps | 1011 `handler failed` |
-/// | a message or frame over the route's limit | 1009 |
-/// | invalid UTF-8 in a text message | 1007 |
-/// | any other protocol violation by the client | 1002 |
+/// | a message or frame over the route's limit | 1009 ¹ |
+/// | invalid UTF-8 in a text message | 1007 ¹ |
+/// | any other protocol violation by the client | 1002 ¹ |
 /// | no traffic for the idle timeout | 1001 `idle timeout` |
 /// | server shutdown: input ended, output done or grace over | 1001 `server shutting down` |
-/// | the client closes | (tungstenite echoes the client's close); the guest's input ends and it gets up to a second to finish |
-pub async fn serve<S>(socket: WebSocketStream<S>, session: Session)
+/// | the client closes | its close frame, echoed; the guest's input ends and it gets up to a second to finish |
+///
+/// ¹ At once if the violation is inside a message. Between messages, the
+/// guest's input ends and what it sends in answer to the messages before the
+/// violation (within a second) goes out before the close.
+pub async fn serve<S>(io: S, session: Session)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Session { id, guest, info, idle_timeout, ping_interval, shutdown, shutdown_grace } = session;
-    let (mut sink, stream) = socket.split();
+    let Session { id, guest, info, idle_timeout, ping_interval, shutdown, shutdown_grace, limits } = session;
+    let (read_half, write_half) = tokio::io::split(io);
+    let mut writer = FrameWriter::new(write_half);
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let (closed_tx, closed_rx) = oneshot::channel();
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
     let activity = Activity::new();
 
-    let mut read = pin!(read_client(stream, incoming_tx, closed_tx, &activity, &shutdown));
+    let reader = FrameReader::new(read_half, limits);
+    let mut read = pin!(read_client(reader, incoming_tx, closed_tx, replies_tx, &activity, &shutdown));
     let mut read_done = false;
-    // The guest and the writer live in this block; once it ends they are
-    // gone (the instance with them) and the sink is free for the close frame.
+    // The guest and the writer's loop live in this block; once it ends they
+    // are gone (the instance with them) and the writer is free for the close
+    // frame.
     let close = {
         let path = info.path.clone();
         let mut guest = pin!(run_guest(guest, info, incoming_rx, closed_rx, outgoing_tx));
-        let mut write = pin!(write_client(&mut sink, outgoing_rx, &activity, ping_interval, idle_timeout));
+        let mut write =
+            pin!(write_client(&mut writer, outgoing_rx, replies_rx, &activity, ping_interval, idle_timeout));
         let mut guest_done = false;
         let mut write_done = false;
         let mut client_closed = false;
         let mut shutting_down = false;
+        // The close frame a protocol violation calls for, sent once the
+        // guest is done.
+        let mut violation = None;
         // The deadline of the shutdown grace period, or of the guest's time to
         // finish after the client closed.
         let mut deadline = pin!(tokio::time::sleep(Duration::MAX / 4));
         loop {
-            tokio::select! {
+            let client_closes = tokio::select! {
                 end = &mut read, if !read_done => {
                     read_done = true;
                     match end {
-                        // Nothing can be sent any more, but the guest may still
-                        // be working through the end of its input (its close
-                        // frame, say): it gets a moment to finish.
-                        ReadEnd::Closed if guest_done => break None,
-                        ReadEnd::Closed => {
-                            client_closed = true;
-                            deadline.as_mut().reset(Instant::now() + FINISH_AFTER_CLIENT_CLOSE);
-                        }
-                        ReadEnd::Violation(frame) => {
+                        // Nothing can be sent any more (but the echo of the
+                        // client's close); the guest may still be working
+                        // through the end of its input.
+                        ReadEnd::Closed => true,
+                        ReadEnd::Violation { frame, in_message } => {
                             tracing::debug!(connection = id, "closing with {}: {}", u16::from(frame.code), frame.reason);
-                            break Some(frame);
+                            if in_message {
+                                break Some(frame);
+                            }
+                            violation = Some(frame);
+                            deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
+                            false
                         }
                     }
                 }
@@ -128,44 +156,55 @@ where
                     guest_done = true;
                     if let Err(err) = result {
                         tracing::warn!(connection = id, path, "handler failed: {err:?}");
-                        break (!client_closed).then(|| close_frame(CloseCode::Error, "handler failed"));
-                    }
-                    if client_closed {
-                        break None;
+                        break (!client_closed).then(|| violation.unwrap_or_else(|| close_frame(CloseCode::Error, "handler failed")));
                     }
                     // Its output ended: the writer sends what is queued, then ends.
+                    false
                 }
                 end = &mut write, if !write_done => {
                     write_done = true;
-                    if client_closed {
-                        // It failed on the closed socket; the guest's writes now fail.
-                        continue;
-                    }
-                    break match end {
+                    match end {
+                        WriteEnd::Echoed => true,
+                        _ if client_closed => false,
+                        WriteEnd::Drained if violation.is_some() => break violation,
                         // The input may have ended for the shutdown before this loop saw it.
-                        WriteEnd::Drained if shutdown.is_cancelled() => Some(close_frame(CloseCode::Away, "server shutting down")),
-                        WriteEnd::Drained => Some(close_frame(CloseCode::Normal, "")),
-                        WriteEnd::Idle => Some(close_frame(CloseCode::Away, "idle timeout")),
-                        WriteEnd::Failed => None,
-                    };
+                        WriteEnd::Drained if shutdown.is_cancelled() => break Some(close_frame(CloseCode::Away, "server shutting down")),
+                        WriteEnd::Drained => break Some(close_frame(CloseCode::Normal, "")),
+                        WriteEnd::Idle => break Some(close_frame(CloseCode::Away, "idle timeout")),
+                        WriteEnd::Failed => break None,
+                    }
                 }
-                () = shutdown.cancelled(), if !shutting_down && !client_closed => {
+                () = shutdown.cancelled(), if !shutting_down && !client_closed && violation.is_none() => {
                     // The reader has ended the guest's input; give the guest the
                     // grace period to finish its output.
                     shutting_down = true;
                     deadline.as_mut().reset(Instant::now() + shutdown_grace);
+                    false
                 }
-                () = &mut deadline, if shutting_down || client_closed => {
-                    break (!client_closed).then(|| close_frame(CloseCode::Away, "server shutting down"));
+                () = &mut deadline, if shutting_down || client_closed || violation.is_some() => {
+                    if client_closed {
+                        break None;
+                    }
+                    break Some(violation.unwrap_or_else(|| close_frame(CloseCode::Away, "server shutting down")));
                 }
+            };
+            if client_closes && !client_closed {
+                client_closed = true;
+                deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
+            }
+            if client_closed && guest_done && write_done {
+                break None;
             }
         }
     };
-    if let Some(frame) = close
-        && sink.send(Message::Close(Some(frame))).await.is_ok()
-        && !read_done
-        && tokio::time::timeout(CLOSE_TIMEOUT, read).await.is_err()
-    {
+    if let Some(frame) = &close {
+        writer.queue_close(Some(frame));
+    }
+    // Whatever is still queued (the close frame, or the echo of the
+    // client's), with a bound on how long a client that does not read holds
+    // the connection.
+    let flushed = matches!(tokio::time::timeout(CLOSE_TIMEOUT, writer.flush()).await, Ok(Ok(())));
+    if close.is_some() && flushed && !read_done && tokio::time::timeout(CLOSE_TIMEOUT, read).await.is_err() {
         tracing::debug!(connection = id, "client did not answer the close frame in time");
     }
     tracing::debug!(connection = id, "connection closed");
@@ -266,83 +305,130 @@ fn guest_input(
 
 /// How reading from the client ended.
 enum ReadEnd {
-    /// The client closed the connection (the close was echoed) or dropped it.
+    /// The client closed the connection (its close frame went to the writer
+    /// to be echoed) or dropped it.
     Closed,
     /// The client broke the rules; the close frame to answer with.
-    Violation(CloseFrame),
+    Violation {
+        frame: CloseFrame,
+        /// Whether it happened inside a message (then that message is not
+        /// valid, and neither is the guest's answer to it).
+        in_message: bool,
+    },
 }
 
-/// Reads the client's messages and queues them for the guest until the
-/// connection closes. Pings are answered and a close is echoed by tungstenite.
-/// Once the server shuts down, the guest's input ends and further messages
-/// are discarded.
-async fn read_client<S>(
-    mut stream: SplitStream<WebSocketStream<S>>,
+/// What the reader asks the writer to send.
+enum Reply {
+    /// Answer a ping.
+    Pong(Bytes),
+    /// Echo the client's close frame; nothing more goes out after it.
+    Close(Option<CloseFrame>),
+}
+
+/// Reads the client's frames and passes its messages to the guest as they
+/// arrive, until the connection closes. Once the server shuts down, the
+/// guest's input ends and further messages are discarded; so is the rest of
+/// a streamed message the guest dropped unread.
+async fn read_client<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
     incoming: mpsc::Sender<ClientMessage>,
     closed: oneshot::Sender<WitCloseFrame>,
+    replies: mpsc::Sender<Reply>,
     activity: &Activity,
     shutdown: &CancellationToken,
-) -> ReadEnd
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> ReadEnd {
     let mut incoming = Some(incoming);
-    let mut closed = Some(closed);
+    // The open streamed message's chunks, while the guest reads them.
+    let mut body: Option<mpsc::Sender<Bytes>> = None;
     let mut shutting_down = pin!(shutdown.cancelled());
     loop {
-        let next = tokio::select! {
+        let event = tokio::select! {
             () = &mut shutting_down, if incoming.is_some() => {
                 incoming = None;
+                body = None;
                 continue;
             }
-            next = stream.next() => next,
+            event = reader.next() => event,
         };
-        let message = match next {
-            None => return ReadEnd::Closed,
-            Some(Err(err)) => return read_error(err),
-            Some(Ok(message)) => message,
+        let event = match event {
+            Ok(event) => event,
+            Err(ReadError::Violation(frame)) => return ReadEnd::Violation { frame, in_message: reader.in_message() },
+            Err(ReadError::Lost(err)) => {
+                if let Some(err) = err {
+                    tracing::debug!("reading from the client failed: {err}");
+                }
+                if reader.in_message() {
+                    let (code, reason) = LOST_IN_A_MESSAGE;
+                    let _ = closed.send(WitCloseFrame { code, reason: reason.to_owned() });
+                }
+                return ReadEnd::Closed;
+            }
         };
         activity.touch();
-        let message = match message {
-            Message::Text(text) => ClientMessage::Text(text),
-            Message::Binary(data) => ClientMessage::Binary(data),
-            Message::Close(Some(frame)) => {
-                if let Some(closed) = closed.take() {
-                    let _ = closed.send(WitCloseFrame { code: frame.code.into(), reason: frame.reason.to_string() });
+        let message = match event {
+            Event::Text(text) => ClientMessage::Text(text),
+            Event::Binary(data) => ClientMessage::Binary(data),
+            Event::MessageStart { text } => {
+                let (sender, chunks) = mpsc::channel(INCOMING_CHUNK_QUEUE);
+                body = Some(sender);
+                if text { ClientMessage::TextStream(chunks) } else { ClientMessage::BinaryStream(chunks) }
+            }
+            Event::Chunk(chunk) => {
+                if let Some(sender) = &body {
+                    tokio::select! {
+                        // The guest dropped the message: discard the rest.
+                        sent = sender.send(chunk) => if sent.is_err() { body = None },
+                        () = &mut shutting_down => {
+                            incoming = None;
+                            body = None;
+                        }
+                    }
                 }
                 continue;
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Close(None) | Message::Frame(_) => continue,
+            Event::MessageEnd => {
+                body = None;
+                continue;
+            }
+            Event::Ping(payload) => {
+                // Fails only once the writer is gone, when no pong can go out.
+                let _ = replies.send(Reply::Pong(payload)).await;
+                continue;
+            }
+            Event::Pong => continue,
+            Event::Close(frame) => {
+                if let Some(frame) = &frame {
+                    let _ = closed.send(WitCloseFrame { code: frame.code.into(), reason: frame.reason.to_string() });
+                }
+                let _ = replies.send(Reply::Close(frame)).await;
+                return ReadEnd::Closed;
+            }
         };
-        let Some(sender) = &incoming else { continue };
+        let Some(sender) = &incoming else {
+            body = None;
+            continue;
+        };
         tokio::select! {
             // Once the guest is gone nobody reads the queue; keep reading the
             // socket anyway so that the close handshake completes.
-            _ = sender.send(message) => {}
-            () = &mut shutting_down => incoming = None,
+            sent = sender.send(message) => if sent.is_err() {
+                incoming = None;
+                body = None;
+            },
+            () = &mut shutting_down => {
+                incoming = None;
+                body = None;
+            }
         }
     }
-}
-
-/// The close frame that answers a read error, if the connection still stands.
-fn read_error(err: tungstenite::Error) -> ReadEnd {
-    use tungstenite::Error;
-    let frame = match err {
-        Error::Capacity(err) => CloseFrame { code: CloseCode::Size, reason: err.to_string().into() },
-        Error::Utf8(_) => close_frame(CloseCode::Invalid, "invalid UTF-8 in a text message"),
-        Error::Protocol(err) => CloseFrame { code: CloseCode::Protocol, reason: err.to_string().into() },
-        err => {
-            tracing::debug!("reading from the client failed: {err}");
-            return ReadEnd::Closed;
-        }
-    };
-    ReadEnd::Violation(frame)
 }
 
 /// How writing to the client ended.
 enum WriteEnd {
     /// The guest's output ended and everything queued is out.
     Drained,
+    /// The client's close frame was echoed.
+    Echoed,
     /// Nothing went either way for the idle timeout.
     Idle,
     /// The socket failed.
@@ -356,74 +442,102 @@ struct OpenBody {
     opcode: OpCode,
 }
 
-/// Writes the guest's messages to the client, sends keep-alive pings and
-/// watches for idleness, until the guest's output has ended and every queued
-/// message is out.
+/// Writes the guest's messages to the client, answers pings, sends
+/// keep-alive pings and watches for idleness, until the guest's output has
+/// ended and every queued message is out, or the client's close is echoed.
 ///
-/// A streamed message goes out as a fragmented one: a frame per chunk, each
-/// flushed as it comes so that the client sees the message while the guest is
-/// still writing it, then an empty final frame.
-async fn write_client<S>(
-    sink: &mut SplitSink<WebSocketStream<S>, Message>,
+/// A streamed message goes out as a fragmented one: a frame per chunk, sent
+/// as it comes so that the client sees the message while the guest is still
+/// writing it, then an empty final frame. Frames that are ready together go
+/// out in one write.
+async fn write_client<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
     mut outgoing: mpsc::Receiver<GuestMessage>,
+    mut replies: mpsc::Receiver<Reply>,
     activity: &Activity,
     ping_interval: Duration,
     idle_timeout: Duration,
-) -> WriteEnd
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> WriteEnd {
     let mut body: Option<OpenBody> = None;
+    let mut reader_done = false;
     let mut ping =
         (!ping_interval.is_zero()).then(|| tokio::time::interval_at(Instant::now() + ping_interval, ping_interval));
     // Re-armed only when it fires, not on every message.
     let mut idle_check = pin!(tokio::time::sleep(idle_timeout));
     loop {
-        let written = tokio::select! {
+        // Whether more is ready to be queued right away (then the write waits
+        // for it, up to a point).
+        let more_ready = tokio::select! {
+            biased;
+            reply = replies.recv(), if !reader_done => match reply {
+                Some(Reply::Pong(payload)) => {
+                    writer.queue(OpCode::Control(Control::Pong), true, &payload);
+                    false
+                }
+                Some(Reply::Close(frame)) => {
+                    writer.queue_close(frame.as_ref());
+                    return match writer.flush().await {
+                        Ok(()) => WriteEnd::Echoed,
+                        Err(_) => WriteEnd::Failed,
+                    };
+                }
+                None => {
+                    reader_done = true;
+                    continue;
+                }
+            },
             chunk = recv_chunk(&mut body), if body.is_some() => {
                 activity.touch();
                 let open = body.as_mut().expect("guarded by the branch condition");
                 match chunk {
                     Some(chunk) => {
-                        let frame = Frame::message(chunk, open.opcode, false);
+                        writer.queue(open.opcode, false, &chunk);
                         open.opcode = OpCode::Data(Data::Continue);
-                        sink.send(Message::Frame(frame)).await
+                        !open.chunks.is_empty()
                     }
                     None => {
                         // If no chunk was sent, the opcode is still the first
                         // one: the message goes out whole, and empty.
-                        let open = body.take().expect("guarded by the branch condition");
-                        flush_if_idle(sink, &outgoing, Frame::message(Bytes::new(), open.opcode, true)).await
+                        writer.queue(open.opcode, true, &[]);
+                        body = None;
+                        !outgoing.is_empty()
                     }
                 }
             }
             message = outgoing.recv(), if body.is_none() => match message {
-                None => return WriteEnd::Drained,
-                Some(GuestMessage::Strict(message)) => {
+                None => {
+                    return match writer.flush().await {
+                        Ok(()) => WriteEnd::Drained,
+                        Err(_) => WriteEnd::Failed,
+                    };
+                }
+                Some(GuestMessage::Strict { text, payload }) => {
                     activity.touch();
-                    match sink.feed(message).await {
-                        // Flush once the queue is empty rather than after every message.
-                        Ok(()) if outgoing.is_empty() => sink.flush().await,
-                        other => other,
-                    }
+                    writer.queue(OpCode::Data(if text { Data::Text } else { Data::Binary }), true, &payload);
+                    !outgoing.is_empty()
                 }
                 Some(GuestMessage::Streamed { text, chunks }) => {
                     let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
                     body = Some(OpenBody { chunks, opcode });
-                    Ok(())
+                    continue;
                 }
             },
-            _ = tick(&mut ping) => sink.send(Message::Ping(Bytes::new())).await,
+            _ = tick(&mut ping) => {
+                writer.queue(OpCode::Control(Control::Ping), true, &[]);
+                false
+            }
             () = &mut idle_check, if !idle_timeout.is_zero() => {
                 let idle_until = activity.last() + idle_timeout;
                 if Instant::now() >= idle_until {
                     return WriteEnd::Idle;
                 }
                 idle_check.as_mut().reset(idle_until);
-                Ok(())
+                continue;
             }
         };
-        if let Err(err) = written {
+        if (!more_ready || writer.wants_flush())
+            && let Err(err) = writer.flush().await
+        {
             tracing::debug!("writing to the client failed: {err}");
             return WriteEnd::Failed;
         }
@@ -446,18 +560,4 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
-}
-
-/// Writes the final frame of a streamed message; flushes unless more
-/// messages are already queued behind it.
-async fn flush_if_idle<S>(
-    sink: &mut SplitSink<WebSocketStream<S>, Message>,
-    outgoing: &mpsc::Receiver<GuestMessage>,
-    frame: Frame,
-) -> tungstenite::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    sink.feed(Message::Frame(frame)).await?;
-    if outgoing.is_empty() { sink.flush().await } else { Ok(()) }
 }

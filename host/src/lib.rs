@@ -1,8 +1,8 @@
 //! wsplug serves WebSocket endpoints whose message handlers are sandboxed
 //! WebAssembly components.
 //!
-//! The host does HTTP (hyper), the upgrade and the WebSocket framing
-//! (tokio-tungstenite); each connection gets a fresh instance of its route's
+//! The host does HTTP (hyper), the upgrade, and the WebSocket framing (its
+//! own streaming reader and writer on tungstenite's frame types); each connection gets a fresh instance of its route's
 //! component, which sees the connection as component-model streams of
 //! messages (`wit/websocket.wit`).
 //!
@@ -29,6 +29,7 @@ pub mod runtime;
 pub mod server;
 pub mod streams;
 pub mod upgrade;
+pub mod wire;
 
 pub use config::{Config, DirGrant, RouteConfig};
 pub use runtime::{GuestPolicy, Handler, Runtime};

@@ -7,7 +7,9 @@ use crate::config::{Config, RouteConfig};
 use crate::connection::{self, Session};
 use crate::handshake::{self, Verdict};
 use crate::runtime::{Handler, Runtime};
+use crate::streams::{CHUNK_SIZE, STRICT_MESSAGE_LIMIT};
 use crate::upgrade::{self, Rejection, text_response};
+use crate::wire::ReadLimits;
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -26,8 +28,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -209,10 +209,13 @@ impl App {
             ping_interval: route.config.ping_interval,
             shutdown: self.inner.shutdown.clone(),
             shutdown_grace: self.inner.shutdown_grace,
+            limits: ReadLimits {
+                max_message_size: route.config.max_message_size,
+                max_frame_size: route.config.max_frame_size,
+                strict_size: STRICT_MESSAGE_LIMIT,
+                chunk_size: CHUNK_SIZE,
+            },
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(route.config.max_message_size))
-            .max_frame_size(Some(route.config.max_frame_size));
         // The upgrade resolves only once the response has been sent, so wait
         // for it in a task of its own.
         let upgraded = hyper::upgrade::on(&mut request);
@@ -223,9 +226,7 @@ impl App {
             match upgraded.await {
                 Ok(upgraded) => {
                     tracing::debug!(connection = id, path = session.info.path, "WebSocket connection opened");
-                    let socket =
-                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                    connection::serve(socket, session).await;
+                    connection::serve(TokioIo::new(upgraded), session).await;
                 }
                 Err(err) => tracing::debug!(connection = id, "upgrade failed: {err}"),
             }

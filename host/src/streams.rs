@@ -10,34 +10,48 @@ use crate::bindings::Message;
 use crate::runtime::GuestProgress;
 use bytes::{Buf, Bytes};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::PollSender;
 use wasmtime::component::{Destination, Source, StreamConsumer, StreamProducer, StreamReader, StreamResult};
 use wasmtime::{AsContextMut, StoreContextMut};
 
-/// Messages up to this size reach the guest strict (`text` / `binary`);
-/// larger ones are streamed (`text-stream` / `binary-stream`).
+/// A message that arrives in one frame of up to this size reaches the guest
+/// strict (`text` / `binary`); a larger or fragmented one is streamed
+/// (`text-stream` / `binary-stream`) as its bytes arrive.
 pub const STRICT_MESSAGE_LIMIT: usize = 64 * 1024;
 
-/// The largest chunk of a streamed message handed to the guest at once.
+/// The largest chunk of a streamed message handed over at once.
 pub const CHUNK_SIZE: usize = 16 * 1024;
+
+/// How many chunks of one streamed incoming message may wait for the guest.
+pub const INCOMING_CHUNK_QUEUE: usize = 4;
 
 /// A message read from the client, on its way to the guest.
 #[derive(Debug)]
 pub enum ClientMessage {
-    /// A text message, already validated as UTF-8.
-    Text(Utf8Bytes),
-    /// A binary message.
+    /// A whole text message.
+    Text(String),
+    /// A whole binary message.
     Binary(Bytes),
+    /// A text message whose chunks (each whole characters of valid UTF-8)
+    /// follow as they arrive; it ends when the sender is dropped.
+    TextStream(mpsc::Receiver<Bytes>),
+    /// A binary message whose chunks follow as they arrive.
+    BinaryStream(mpsc::Receiver<Bytes>),
 }
 
 /// What the guest wrote, on its way to the socket writer.
 #[derive(Debug)]
 pub enum GuestMessage {
     /// A strict message, sent as one frame.
-    Strict(tokio_tungstenite::tungstenite::Message),
+    Strict {
+        /// Whether the message is text (its payload is then valid UTF-8).
+        text: bool,
+        /// The whole payload.
+        payload: Bytes,
+    },
     /// A streamed message, sent as one fragment per chunk. The message ends
     /// when every sender of `chunks` is gone.
     Streamed {
@@ -93,22 +107,24 @@ impl<D: GuestProgress + 'static> StreamProducer<D> for IncomingMessages {
     }
 }
 
-/// The guest's view of a client message: strict when small, else streamed.
+/// The guest's view of a client message.
 fn to_guest<D: GuestProgress + 'static>(
     message: ClientMessage,
     mut store: impl AsContextMut<Data = D>,
 ) -> wasmtime::Result<Message> {
     Ok(match message {
-        ClientMessage::Text(text) if text.len() <= STRICT_MESSAGE_LIMIT => Message::Text(text.as_str().to_owned()),
-        ClientMessage::Text(text) => Message::TextStream(StreamReader::new(&mut store, TextChunks(Bytes::from(text)))?),
-        ClientMessage::Binary(data) if data.len() <= STRICT_MESSAGE_LIMIT => Message::Binary(data.into()),
-        ClientMessage::Binary(data) => Message::BinaryStream(StreamReader::new(&mut store, BinaryChunks(data))?),
+        ClientMessage::Text(text) => Message::Text(text),
+        ClientMessage::Binary(data) => Message::Binary(data.into()),
+        ClientMessage::TextStream(chunks) => Message::TextStream(StreamReader::new(&mut store, TextChunks(chunks))?),
+        ClientMessage::BinaryStream(chunks) => {
+            Message::BinaryStream(StreamReader::new(&mut store, BinaryChunks { chunks, current: Bytes::new() })?)
+        }
     })
 }
 
-/// Produces a text payload as `stream<string>` chunks of at most
-/// [`CHUNK_SIZE`] bytes, each cut on a character boundary.
-struct TextChunks(Bytes);
+/// Produces a streamed text message's chunks as `stream<string>`, each as
+/// it arrives.
+struct TextChunks(mpsc::Receiver<Bytes>);
 
 impl<D: GuestProgress + 'static> StreamProducer<D> for TextChunks {
     type Item = String;
@@ -116,42 +132,37 @@ impl<D: GuestProgress + 'static> StreamProducer<D> for TextChunks {
 
     fn poll_produce<'a>(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
         mut store: StoreContextMut<'a, D>,
         mut destination: Destination<'a, String, Option<String>>,
-        _: bool,
+        finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if self.0.is_empty() {
-            return Poll::Ready(Ok(StreamResult::Dropped));
-        }
         if destination.remaining(&mut store) == Some(0) {
             return Poll::Ready(Ok(StreamResult::Completed));
         }
-        store.data_mut().guest_made_progress();
-        let len = utf8_chunk_len(&self.0, CHUNK_SIZE);
-        let chunk = self.0.split_to(len);
-        // The payload was valid UTF-8 and the cut is on a boundary.
-        let chunk =
-            String::from_utf8(chunk.into()).map_err(|_| wasmtime::format_err!("text chunk cut inside a character"))?;
-        destination.set_buffer(Some(chunk));
-        Poll::Ready(Ok(StreamResult::Completed))
+        match self.0.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => {
+                store.data_mut().guest_made_progress();
+                // The reader validated it and cut it on a character boundary.
+                let chunk = String::from_utf8(chunk.into())
+                    .map_err(|_| wasmtime::format_err!("text chunk cut inside a character"))?;
+                destination.set_buffer(Some(chunk));
+                Poll::Ready(Ok(StreamResult::Completed))
+            }
+            Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
+            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
-/// The length of the longest prefix of `text` (valid UTF-8) that is at most
-/// `max` bytes long and ends on a character boundary, or of the first
-/// character if that alone is longer.
-fn utf8_chunk_len(text: &[u8], max: usize) -> usize {
-    if text.len() <= max {
-        return text.len();
-    }
-    // Continuation bytes look like 0b10xx_xxxx; a boundary is any other byte.
-    (1..=max).rev().find(|&end| text[end] & 0xC0 != 0x80).unwrap_or(max)
+/// Produces a streamed binary message as `stream<u8>`, written straight into
+/// the guest's read buffer as the chunks arrive.
+struct BinaryChunks {
+    chunks: mpsc::Receiver<Bytes>,
+    /// What is left of the chunk being handed over.
+    current: Bytes,
 }
-
-/// Produces a binary payload as `stream<u8>`, written straight into the
-/// guest's read buffer.
-struct BinaryChunks(Bytes);
 
 impl<D: GuestProgress + 'static> StreamProducer<D> for BinaryChunks {
     type Item = u8;
@@ -159,46 +170,56 @@ impl<D: GuestProgress + 'static> StreamProducer<D> for BinaryChunks {
 
     fn poll_produce<'a>(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
         store: StoreContextMut<'a, D>,
         destination: Destination<'a, u8, Option<u8>>,
-        _: bool,
+        finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if self.0.is_empty() {
-            return Poll::Ready(Ok(StreamResult::Dropped));
+        if self.current.is_empty() {
+            match self.chunks.poll_recv(cx) {
+                Poll::Ready(Some(chunk)) => self.current = chunk,
+                Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
+                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
         let mut store = store;
         store.data_mut().guest_made_progress();
         let mut destination = destination.as_direct(store, CHUNK_SIZE);
         let room = destination.remaining();
-        let count = room.len().min(self.0.len());
-        room[..count].copy_from_slice(&self.0[..count]);
+        let count = room.len().min(self.current.len());
+        room[..count].copy_from_slice(&self.current[..count]);
         destination.mark_written(count);
-        self.0.advance(count);
+        self.current.advance(count);
         Poll::Ready(Ok(StreamResult::Completed))
     }
 }
 
 /// Takes the guest's output `stream<message>` and queues each message for the
-/// socket writer. When the guest ends the stream this is dropped, which
-/// signals `finished`.
+/// socket writer. `finished` fires once the guest has ended the stream and
+/// every streamed message's body: only then may the store go, since a body
+/// the guest passed on from elsewhere (an echo of its input) is pumped by the
+/// store until it ends.
 pub struct OutgoingMessages {
     messages: PollSender<GuestMessage>,
-    finished: Option<oneshot::Sender<()>>,
+    finished: Arc<Finished>,
+}
+
+/// Fires its sender when dropped, that is when the last holder is gone.
+struct Finished(Option<oneshot::Sender<()>>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if let Some(finished) = self.0.take() {
+            let _ = finished.send(());
+        }
+    }
 }
 
 impl OutgoingMessages {
     /// Queues messages on `messages`; `finished` fires when the output ends.
     pub fn new(messages: mpsc::Sender<GuestMessage>, finished: oneshot::Sender<()>) -> Self {
-        Self { messages: PollSender::new(messages), finished: Some(finished) }
-    }
-}
-
-impl Drop for OutgoingMessages {
-    fn drop(&mut self) {
-        if let Some(finished) = self.finished.take() {
-            let _ = finished.send(());
-        }
+        Self { messages: PollSender::new(messages), finished: Arc::new(Finished(Some(finished))) }
     }
 }
 
@@ -224,18 +245,17 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for OutgoingMessages {
         let Some(message) = message else {
             return Poll::Ready(Ok(StreamResult::Completed));
         };
-        use tokio_tungstenite::tungstenite::Message as Ws;
         let queued = match message {
-            Message::Text(text) => GuestMessage::Strict(Ws::Text(text.into())),
-            Message::Binary(data) => GuestMessage::Strict(Ws::Binary(data.into())),
+            Message::Text(text) => GuestMessage::Strict { text: true, payload: text.into() },
+            Message::Binary(data) => GuestMessage::Strict { text: false, payload: data.into() },
             Message::TextStream(body) => {
                 let (sender, chunks) = chunk_channel();
-                body.pipe(&mut store, TextBody(sender))?;
+                body.pipe(&mut store, TextBody { chunks: sender, _output: self.finished.clone() })?;
                 GuestMessage::Streamed { text: true, chunks }
             }
             Message::BinaryStream(body) => {
                 let (sender, chunks) = chunk_channel();
-                body.pipe(&mut store, BinaryBody(sender))?;
+                body.pipe(&mut store, BinaryBody { chunks: sender, _output: self.finished.clone() })?;
                 GuestMessage::Streamed { text: false, chunks }
             }
         };
@@ -269,8 +289,11 @@ fn chunk_channel() -> (PollSender<Bytes>, mpsc::Receiver<Bytes>) {
 }
 
 /// Forwards the chunks of a guest's `text-stream` body; dropped (ending the
-/// message) when the guest ends the stream.
-struct TextBody(PollSender<Bytes>);
+/// message) when the guest ends the stream. Holds the output open meanwhile.
+struct TextBody {
+    chunks: PollSender<Bytes>,
+    _output: Arc<Finished>,
+}
 
 impl<D: GuestProgress + 'static> StreamConsumer<D> for TextBody {
     type Item = String;
@@ -282,7 +305,7 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for TextBody {
         mut source: Source<'_, String>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if let Some(result) = ready_to_send(&mut self.0, cx, finish) {
+        if let Some(result) = ready_to_send(&mut self.chunks, cx, finish) {
             return result;
         }
         if source.remaining(&mut store) == 0 {
@@ -294,7 +317,7 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for TextBody {
         let Some(chunk) = chunk.filter(|chunk| !chunk.is_empty()) else {
             return Poll::Ready(Ok(StreamResult::Completed));
         };
-        match self.0.send_item(Bytes::from(chunk)) {
+        match self.chunks.send_item(Bytes::from(chunk)) {
             Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
             Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
         }
@@ -302,8 +325,11 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for TextBody {
 }
 
 /// Forwards the chunks of a guest's `binary-stream` body, at most
-/// [`CHUNK_SIZE`] bytes per fragment.
-struct BinaryBody(PollSender<Bytes>);
+/// [`CHUNK_SIZE`] bytes per fragment. Holds the output open meanwhile.
+struct BinaryBody {
+    chunks: PollSender<Bytes>,
+    _output: Arc<Finished>,
+}
 
 impl<D: GuestProgress + 'static> StreamConsumer<D> for BinaryBody {
     type Item = u8;
@@ -315,7 +341,7 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for BinaryBody {
         source: Source<'_, u8>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if let Some(result) = ready_to_send(&mut self.0, cx, finish) {
+        if let Some(result) = ready_to_send(&mut self.chunks, cx, finish) {
             return result;
         }
         let mut store = store;
@@ -328,7 +354,7 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for BinaryBody {
         let count = data.len().min(CHUNK_SIZE);
         let chunk = Bytes::copy_from_slice(&data[..count]);
         source.mark_read(count);
-        match self.0.send_item(chunk) {
+        match self.chunks.send_item(chunk) {
             Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
             Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
         }

@@ -20,7 +20,8 @@ impl Incoming {
 
     /// The client's close frame, once the input has ended; `None` if the
     /// connection ended without one (dropped, or closed by the server), or if
-    /// asked before.
+    /// asked before. Code 1006 means the connection dropped in the middle of
+    /// a streamed message, whose body is therefore incomplete.
     pub async fn close_frame(&mut self) -> Option<CloseFrame> {
         self.closed.take()?.await
     }

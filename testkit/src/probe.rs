@@ -1,9 +1,12 @@
 //! The client end of one accepted WebSocket connection, with expectations.
 
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::fmt;
+use std::pin::pin;
 use std::time::Duration;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -47,15 +50,23 @@ impl fmt::Display for Event {
     }
 }
 
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// The client side of an accepted connection.
 pub struct WsProbe {
-    socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    sink: SplitSink<Socket, Message>,
+    stream: SplitStream<Socket>,
+    /// What arrived while the probe was sending, not yet expected.
+    received: VecDeque<Event>,
+    /// Whether the connection has ended (nothing more to read).
+    ended: bool,
     timeout: Duration,
 }
 
 impl WsProbe {
-    pub(crate) fn new(socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> Self {
-        Self { socket, timeout: DEFAULT_TIMEOUT }
+    pub(crate) fn new(socket: Socket) -> Self {
+        let (sink, stream) = socket.split();
+        Self { sink, stream, received: VecDeque::new(), ended: false, timeout: DEFAULT_TIMEOUT }
     }
 
     /// Uses `timeout` for every later expectation.
@@ -94,9 +105,22 @@ impl WsProbe {
             .await;
     }
 
+    /// Sends `message`, reading meanwhile as a client with a reader of its
+    /// own would: a handler may answer a large message while it arrives, and
+    /// would otherwise wait for room that never comes.
     async fn send(&mut self, message: Message) {
-        if let Err(err) = self.socket.send(message).await {
-            panic!("sending to the handler failed: {err}");
+        let mut sending = pin!(self.sink.send(message));
+        loop {
+            tokio::select! {
+                sent = &mut sending => match sent {
+                    Ok(()) => return,
+                    Err(err) => panic!("sending to the handler failed: {err}"),
+                },
+                event = read_event(&mut self.stream), if !self.ended => {
+                    self.ended = matches!(event, Event::Ended | Event::Failed(_));
+                    self.received.push_back(event);
+                }
+            }
         }
     }
 
@@ -158,20 +182,26 @@ impl WsProbe {
         }
     }
 
-    /// The next message, close or end, skipping pings and pongs.
+    /// The next message, close or end: first what arrived while sending.
     async fn next_event(&mut self, within: Duration) -> Event {
-        let next = async {
-            loop {
-                match self.socket.next().await {
-                    Some(Ok(Message::Text(text))) => return Event::Message(Received::Text(text.to_string())),
-                    Some(Ok(Message::Binary(data))) => return Event::Message(Received::Binary(data.to_vec())),
-                    Some(Ok(Message::Close(frame))) => return Event::Close(frame),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Err(err)) => return Event::Failed(err.to_string()),
-                    None => return Event::Ended,
-                }
-            }
-        };
-        tokio::time::timeout(within, next).await.unwrap_or(Event::Nothing(within))
+        if let Some(event) = self.received.pop_front() {
+            return event;
+        }
+        tokio::time::timeout(within, read_event(&mut self.stream)).await.unwrap_or(Event::Nothing(within))
+    }
+}
+
+/// The next message, close or end off the connection, skipping pings and
+/// pongs.
+async fn read_event(stream: &mut SplitStream<Socket>) -> Event {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(text))) => return Event::Message(Received::Text(text.to_string())),
+            Some(Ok(Message::Binary(data))) => return Event::Message(Received::Binary(data.to_vec())),
+            Some(Ok(Message::Close(frame))) => return Event::Close(frame),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Err(err)) => return Event::Failed(err.to_string()),
+            None => return Event::Ended,
+        }
     }
 }

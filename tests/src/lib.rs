@@ -164,6 +164,17 @@ fn parse_response(raw: &str) -> anyhow::Result<HttpResponse> {
     Ok(HttpResponse { status, head: head.to_owned(), body: body.to_owned() })
 }
 
+/// The resident memory of a process (`"self"` or a pid), from /proc.
+pub fn resident_bytes(process: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).expect("/proc/<pid>/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
 /// A frame as it came off the wire.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RawFrame {
@@ -218,6 +229,30 @@ impl RawClient {
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
         self.tcp.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// Sends the start of a frame: its header, declaring `length` bytes of
+    /// payload, and no payload. Its mask key is zero, so that
+    /// [`RawClient::send_payload`] can send the payload as it is.
+    pub async fn send_frame_header(&mut self, fin: bool, opcode: u8, length: u64) -> anyhow::Result<()> {
+        let mut header = vec![u8::from(fin) << 7 | opcode, 0x80 | 127];
+        header.extend_from_slice(&length.to_be_bytes());
+        header.extend_from_slice(&[0; 4]);
+        self.tcp.write_all(&header).await?;
+        Ok(())
+    }
+
+    /// Sends part of the payload of the frame [`RawClient::send_frame_header`]
+    /// started.
+    pub async fn send_payload(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        self.tcp.write_all(payload).await?;
+        Ok(())
+    }
+
+    /// Drops the connection with a TCP reset instead of a close.
+    pub fn reset(self) -> anyhow::Result<()> {
+        self.tcp.set_zero_linger()?;
         Ok(())
     }
 

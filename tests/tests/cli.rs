@@ -1,14 +1,21 @@
 //! The README's flow with the real binary: `wsplug serve` with two routes,
 //! `wsplug talk` to the greeter; and a graceful stop on SIGTERM.
 
+use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wsplug_tests::{HANG_GUARD, example, receive, receive_text, test_guest, wsplug_binary};
+use wsplug_tests::{
+    HANG_GUARD, RawClient, example, guard, receive, receive_text, resident_bytes, test_guest, wsplug_binary,
+};
 
 /// Kills the server when the test ends, however it ends.
 struct Running(Child);
@@ -23,16 +30,22 @@ impl Drop for Running {
 /// Starts `wsplug serve` on a free port; returns it, the `ws://` URL of each
 /// route (read from its log) and the rest of its log, line by line.
 fn serve(routes: &[(&str, PathBuf)]) -> (Running, Vec<String>, mpsc::Receiver<String>) {
-    let mut command = Command::new(wsplug_binary());
-    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    let mut args = Vec::new();
     for (path, component) in routes {
-        command.args(["--route", &format!("{path}={}", component.display())]);
+        args.extend(["--route".to_owned(), format!("{path}={}", component.display())]);
     }
+    serve_with(&args, routes.len())
+}
+
+/// Starts `wsplug serve` with `args` on a free port, for `routes` routes.
+fn serve_with(args: &[String], routes: usize) -> (Running, Vec<String>, mpsc::Receiver<String>) {
+    let mut command = Command::new(wsplug_binary());
+    command.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
     let mut server = Running(command.stderr(Stdio::piped()).spawn().expect("cannot start wsplug serve"));
     // The server logs one `serving ws://...` line per route once it listens.
     let mut log = BufReader::new(server.0.stderr.take().unwrap());
     let mut urls = Vec::new();
-    while urls.len() < routes.len() {
+    while urls.len() < routes {
         let mut line = String::new();
         assert!(log.read_line(&mut line).unwrap() > 0, "wsplug serve exited; log so far: {urls:?}");
         if let Some(url) = line.split_whitespace().find(|word| word.starts_with("ws://")) {
@@ -140,5 +153,75 @@ async fn a_chatty_guest_is_rate_limited_in_the_log() -> anyhow::Result<()> {
     let spam = lines.iter().filter(|line| line.contains("spam line")).count();
     assert!((100..=130).contains(&spam), "{spam} of 2000 lines logged");
     assert!(lines.iter().any(|line| line.contains("lines of guest output dropped")), "{lines:#?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guest_sees_a_connection_lost_in_the_middle_of_a_message_as_1006() -> anyhow::Result<()> {
+    let (_server, urls, log) = serve(&[("/info", test_guest("info"))]);
+    let address = urls[0].trim_start_matches("ws://").split('/').next().unwrap_or_default().parse()?;
+    let mut client = RawClient::connect(address, "/info").await?;
+    assert!(String::from_utf8(client.read_frame().await?.payload)?.starts_with("subprotocol="));
+    // The first fragment of a text message, then a TCP reset.
+    client.send_frame(false, 1, b"half a mess").await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.reset()?;
+
+    let logged = tokio::task::spawn_blocking(move || {
+        loop {
+            let line = log.recv_timeout(HANG_GUARD).expect("the guest's line in the log");
+            if line.contains("client closed with") || line.contains("without a close frame") {
+                return line;
+            }
+        }
+    })
+    .await?;
+    assert!(logged.contains(r#"client closed with 1006 "connection lost in the middle of a message""#), "{logged}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_100_mib_message_streams_through_the_greeter_in_a_few_mib_of_host_memory() -> anyhow::Result<()> {
+    const SIZE: usize = 100 << 20;
+    let config = std::env::temp_dir().join(format!("wsplug-large-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[[route]]\npath = \"/greeter\"\ncomponent = {:?}\nmax-message-size = {SIZE}\nmax-frame-size = {SIZE}\n",
+            example("greeter")
+        ),
+    )?;
+    let (server, urls, _log) = serve_with(&["--config".to_owned(), config.display().to_string()], 1);
+    let host = server.0.id().to_string();
+    let unlimited = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
+    let (client, _) = tokio_tungstenite::connect_async_with_config(urls[0].as_str(), Some(unlimited), false).await?;
+    let (mut sink, mut stream) = client.split();
+    let before = resident_bytes(&host);
+
+    // Sample the host's memory while the message passes through.
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let (done, host) = (done.clone(), host.clone());
+        move || {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(resident_bytes(&host));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        }
+    });
+    // One frame of 100 MiB, read back while it is being sent.
+    let send = async { sink.send(Message::text("a".repeat(SIZE))).await };
+    let (sent, reply) = tokio::join!(send, guard(stream.next()));
+    done.store(true, Ordering::Relaxed);
+    let peak = sampler.join().expect("the sampler");
+    sent?;
+    let Some(Ok(Message::Text(reply))) = reply? else { anyhow::bail!("no text reply") };
+    assert_eq!(reply.len(), "Hello !".len() + SIZE);
+    assert!(reply.starts_with("Hello aaa") && reply.ends_with("aaa!"));
+    let growth = peak.saturating_sub(before);
+    assert!(growth < 16 << 20, "the host grew by {} MiB for a 100 MiB message", growth >> 20);
+    std::fs::remove_file(config)?;
     Ok(())
 }

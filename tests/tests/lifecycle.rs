@@ -141,6 +141,28 @@ async fn invalid_utf8_closes_with_1007_and_protocol_errors_with_1002() -> anyhow
 }
 
 #[tokio::test]
+async fn messages_before_a_violation_are_answered_before_the_close() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/echo", example("echo"))]).await?;
+    let mut client = RawClient::connect(server.address, "/echo").await?;
+    // A fragmented message (streamed to the guest, which passes the stream
+    // back), then a continuation frame with nothing to continue.
+    client.send_frame(false, 1, b"frag1").await?;
+    client.send_frame(true, 0, b"frag2").await?;
+    client.send_frame(false, 0, b"nothing to continue").await?;
+    let mut echoed = Vec::new();
+    let close = loop {
+        let frame = client.read_frame().await?;
+        match frame.opcode {
+            0 | 1 => echoed.extend(frame.payload),
+            _ => break frame,
+        }
+    };
+    assert_eq!(echoed, b"frag1frag2", "the whole echo, before the close");
+    assert_eq!((close.opcode, close_code(&close.payload)), (8, 1002));
+    Ok(())
+}
+
+#[tokio::test]
 async fn beyond_the_connection_cap_upgrades_get_503_and_existing_ones_carry_on() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/greeter", example("greeter"));
     route.max_connections = Some(1);

@@ -6,7 +6,9 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wsplug::{Config, RouteConfig};
-use wsplug_tests::{Client, RawClient, RawFrame, TestServer, config_with, example, receive, receive_text, test_guest};
+use wsplug_tests::{
+    Client, RawClient, RawFrame, TestServer, config_with, example, receive, receive_text, resident_bytes, test_guest,
+};
 
 async fn expect_1011(client: &mut Client) -> anyhow::Result<()> {
     match receive(client).await? {
@@ -123,22 +125,12 @@ async fn a_guest_gets_only_the_environment_and_read_only_directories_granted() -
 }
 
 /// This process's resident memory, in bytes (the server runs in it).
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
-
 #[tokio::test]
 async fn a_guest_that_never_reads_pushes_back_on_the_client() -> anyhow::Result<()> {
     let server = TestServer::start(&[("/deaf", test_guest("deaf"))]).await?;
     let mut client = server.connect("/deaf").await?;
     let message = Message::binary(vec![7; 256 * 1024]);
-    let before = resident_bytes();
+    let before = resident_bytes("self");
     let mut sent = 0usize;
     // Offer 200 MiB; the window only stops the attempt, the bound is on bytes.
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
@@ -149,7 +141,7 @@ async fn a_guest_that_never_reads_pushes_back_on_the_client() -> anyhow::Result<
         anyhow::Ok(())
     })
     .await;
-    let grown = resident_bytes().saturating_sub(before);
+    let grown = resident_bytes("self").saturating_sub(before);
     assert!(sent < 64 << 20, "the host took {sent} bytes from a client its guest never reads");
     assert!(grown < 96 << 20, "memory grew by {grown} bytes");
     Ok(())
@@ -158,10 +150,10 @@ async fn a_guest_that_never_reads_pushes_back_on_the_client() -> anyhow::Result<
 #[tokio::test]
 async fn a_guest_that_writes_endlessly_is_slowed_by_a_client_that_does_not_read() -> anyhow::Result<()> {
     let server = TestServer::start(&[("/flood", test_guest("flood"))]).await?;
-    let before = resident_bytes();
+    let before = resident_bytes("self");
     let _client = server.connect("/flood").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let grown = resident_bytes().saturating_sub(before);
+    let grown = resident_bytes("self").saturating_sub(before);
     assert!(grown < 96 << 20, "memory grew by {grown} bytes while the guest wrote to a client that does not read");
     Ok(())
 }
@@ -238,5 +230,59 @@ async fn a_busy_guest_that_keeps_doing_io_is_not_mistaken_for_a_loop() -> anyhow
         client.send(Message::text("ping")).await?;
         assert_eq!(receive_text(&mut client).await?, "ping");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_frame_header_declaring_a_huge_payload_is_refused_at_once_with_1009() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    let mut client = RawClient::connect(server.address, "/greeter").await?;
+    // A terabyte declared, nothing sent: the answer does not wait for it.
+    client.send_frame_header(true, 2, 1 << 40).await?;
+    let close = client.read_frame().await?;
+    assert_eq!((close.opcode, u16::from_be_bytes([close.payload[0], close.payload[1]])), (8, 1009));
+    server.all_closed().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn frames_declared_large_cost_no_memory_until_their_bytes_arrive() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    let before = resident_bytes("self");
+    let mut clients = Vec::new();
+    // 100 frames of 16 MiB (the default frame limit) declared, a few bytes
+    // of each sent: a host that buffered frames would hold 1.6 GiB once the
+    // bytes came; this one holds a read buffer per connection.
+    for _ in 0..100 {
+        let mut client = RawClient::connect(server.address, "/greeter").await?;
+        client.send_frame_header(true, 1, 16 << 20).await?;
+        client.send_payload(b"Peter").await?;
+        clients.push(client);
+    }
+    let mut greeter = server.connect("/greeter").await?;
+    greet(&mut greeter, "Zoe").await?;
+    let growth = resident_bytes("self").saturating_sub(before);
+    assert!(growth < 64 << 20, "resident memory grew by {} MiB", growth >> 20);
+    Ok(())
+}
+
+#[tokio::test]
+async fn resets_in_the_middle_of_streamed_messages_leave_nothing_behind() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    for round in 0..50 {
+        let mut client = RawClient::connect(server.address, "/greeter").await?;
+        if round % 2 == 0 {
+            client.send_frame(false, 1, b"Pe").await?;
+        } else {
+            client.send_frame_header(true, 1, 1 << 20).await?;
+            client.send_payload(b"Pet").await?;
+        }
+        // The greeter has started its reply: the message is with the guest.
+        assert!(!client.read_frame().await?.fin);
+        client.reset()?;
+    }
+    server.all_closed().await?;
+    let mut greeter = server.connect("/greeter").await?;
+    greet(&mut greeter, "Peter").await?;
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! Streamed messages on the wire: a guest's streamed reply leaves as a
-//! fragmented message while the guest is still writing it, and streamed
-//! messages pass through a guest unchanged.
+//! Streamed messages on the wire: a client's message reaches the guest as
+//! its frames arrive, a guest's streamed reply leaves as a fragmented message
+//! while the guest is still writing it, and streamed messages pass through a
+//! guest unchanged.
 
 use futures_util::SinkExt;
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use wsplug_tests::{RawClient, RawFrame, TestServer, example, receive, test_guest};
 
@@ -36,5 +38,64 @@ async fn echo_returns_large_messages_unchanged() -> anyhow::Result<()> {
         client.send(message.clone()).await?;
         assert_eq!(receive(&mut client).await?, Some(message));
     }
+    Ok(())
+}
+
+/// Reads a fragmented text reply's frames until their text so far is
+/// `expected`; fails if the reply ends first.
+async fn read_reply_until(client: &mut RawClient, reply: &mut String, expected: &str) -> anyhow::Result<()> {
+    while reply.len() < expected.len() {
+        let frame = client.read_frame().await?;
+        anyhow::ensure!(!frame.fin, "the reply ended early: {reply:?} then {frame:?}");
+        reply.push_str(std::str::from_utf8(&frame.payload)?);
+    }
+    anyhow::ensure!(reply == expected, "expected {expected:?}, got {reply:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_greeter_answers_fragments_before_the_message_ends() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    let mut client = RawClient::connect(server.address, "/greeter").await?;
+    let mut reply = String::new();
+
+    client.send_frame(false, TEXT, b"Stre").await?;
+    client.send_frame(false, CONTINUATION, b"am").await?;
+    // The reply is under way while the client has not sent the end of its
+    // message yet.
+    read_reply_until(&mut client, &mut reply, "Hello Stream").await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.send_frame(true, CONTINUATION, b"ing").await?;
+    loop {
+        let frame = client.read_frame().await?;
+        reply.push_str(std::str::from_utf8(&frame.payload)?);
+        if frame.fin {
+            break;
+        }
+    }
+    assert_eq!(reply, "Hello Streaming!");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_large_frame_reaches_the_guest_before_its_last_byte() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    let mut client = RawClient::connect(server.address, "/greeter").await?;
+    let mut reply = String::new();
+
+    // One frame of a megabyte, of which only the first 100 KiB are sent.
+    client.send_frame_header(true, TEXT, 1 << 20).await?;
+    client.send_payload(&[b'a'; 100 * 1024]).await?;
+    let expected = format!("Hello {}", "a".repeat(100 * 1024));
+    read_reply_until(&mut client, &mut reply, &expected).await?;
+    client.send_payload(&vec![b'b'; (1 << 20) - 100 * 1024]).await?;
+    loop {
+        let frame = client.read_frame().await?;
+        reply.push_str(std::str::from_utf8(&frame.payload)?);
+        if frame.fin {
+            break;
+        }
+    }
+    assert_eq!(reply, format!("{expected}{}!", "b".repeat((1 << 20) - 100 * 1024)));
     Ok(())
 }

@@ -1,0 +1,13 @@
+//! The WebSocket protocol on the upgraded connection, after the handshake:
+//! frames in as they arrive ([`reader`]), frames out ([`writer`]).
+//!
+//! tungstenite provides the frame types (headers, opcodes, close codes);
+//! wsplug reads and writes the frames itself so that a message's payload can
+//! stream through the host instead of being reassembled first.
+
+pub mod reader;
+pub mod utf8;
+pub mod writer;
+
+pub use reader::{Event, FrameReader, ReadError, ReadLimits};
+pub use writer::FrameWriter;

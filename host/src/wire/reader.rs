@@ -1,0 +1,526 @@
+//! Reads a client's frames as they arrive: the receiving half of the
+//! WebSocket protocol (RFC 6455 section 5), on tungstenite's frame types.
+//!
+//! tungstenite reassembles whole messages and buffers a whole frame before
+//! handing it over. This reader passes a data frame's payload on in chunks
+//! as its bytes come in, so a message of any size costs the host one read
+//! buffer, and a handler sees a fragmented message fragment by fragment.
+//!
+//! Every rule the protocol sets for a client's frames is checked here:
+//! masking, reserved bits and opcodes, control frames (at most 125 bytes, not
+//! fragmented), the order of fragments, UTF-8 in text messages (across
+//! chunks, failing as soon as invalid bytes arrive), close frame payloads,
+//! and the route's frame and message size limits (checked against a frame's
+//! declared length before any of its payload is read).
+
+use super::utf8::Utf8Validator;
+use bytes::{Buf, Bytes, BytesMut};
+use std::io::{self, Cursor};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, FrameHeader};
+
+/// How much the reader asks the socket for at once.
+const READ_SIZE: usize = 16 * 1024;
+
+/// The largest payload a control frame may have.
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// The sizes a reader works with.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// The largest message, summed over its frames.
+    pub max_message_size: usize,
+    /// The largest frame payload.
+    pub max_frame_size: usize,
+    /// A message that arrives in one frame of at most this many bytes is
+    /// read whole ([`Event::Text`], [`Event::Binary`]); anything else is
+    /// passed on in chunks.
+    pub strict_size: usize,
+    /// The largest chunk passed on at once.
+    pub chunk_size: usize,
+}
+
+/// What the client sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A whole text message, from one frame.
+    Text(String),
+    /// A whole binary message, from one frame.
+    Binary(Bytes),
+    /// A message starts whose payload follows as [`Event::Chunk`]s.
+    MessageStart {
+        /// Whether it is a text message.
+        text: bool,
+    },
+    /// Part of the open message's payload, as it arrived. For a text message,
+    /// whole characters of valid UTF-8.
+    Chunk(Bytes),
+    /// The open message is complete.
+    MessageEnd,
+    /// A ping, with its payload (to be answered with a pong).
+    Ping(Bytes),
+    /// A pong.
+    Pong,
+    /// A close frame, validated (to be echoed).
+    Close(Option<CloseFrame>),
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client broke the protocol or a limit: answer with this close
+    /// frame (1002, 1007 or 1009) and drop the connection.
+    Violation(CloseFrame),
+    /// The connection ended without a close frame: end of stream, or an I/O
+    /// error (`None` for a clean end of stream).
+    Lost(Option<io::Error>),
+}
+
+type ReadResult<T> = Result<T, ReadError>;
+
+fn violation(code: CloseCode, reason: impl Into<String>) -> ReadError {
+    ReadError::Violation(CloseFrame { code, reason: reason.into().into() })
+}
+
+fn protocol_error(reason: impl Into<String>) -> ReadError {
+    violation(CloseCode::Protocol, reason)
+}
+
+fn invalid_utf8() -> ReadError {
+    violation(CloseCode::Invalid, "invalid UTF-8 in a text message")
+}
+
+/// The data frame whose payload is being passed on.
+#[derive(Debug)]
+struct OpenFrame {
+    remaining: u64,
+    mask: [u8; 4],
+    /// How many payload bytes have been unmasked (the mask's phase).
+    offset: usize,
+    is_final: bool,
+}
+
+/// A message whose frames are being passed on.
+#[derive(Debug)]
+struct OpenMessage {
+    /// The bytes announced so far, against the message size limit.
+    size: u64,
+    /// For a text message, its validation state.
+    utf8: Option<Utf8Validator>,
+}
+
+/// Reads frames from a client's byte stream (`R`).
+///
+/// [`FrameReader::next`] is cancel-safe: the reader's state changes only
+/// between reads from the socket.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    io: R,
+    buffer: BytesMut,
+    limits: ReadLimits,
+    frame: Option<OpenFrame>,
+    message: Option<OpenMessage>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader of the frames on `io`.
+    pub fn new(io: R, limits: ReadLimits) -> Self {
+        Self { io, buffer: BytesMut::new(), limits, frame: None, message: None }
+    }
+
+    /// Whether a message has started and not yet ended.
+    pub fn in_message(&self) -> bool {
+        self.message.is_some()
+    }
+
+    /// The next thing the client sent.
+    pub async fn next(&mut self) -> ReadResult<Event> {
+        loop {
+            if self.frame.is_some() {
+                if let Some(event) = self.next_chunk().await? {
+                    return Ok(event);
+                }
+                continue;
+            }
+            let (header, length, header_size) = self.header().await?;
+            if let Some(event) = self.start_frame(header, length, header_size).await? {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Passes on the open frame's next chunk, or ends the frame.
+    async fn next_chunk(&mut self) -> ReadResult<Option<Event>> {
+        let frame = self.frame.as_mut().expect("called with an open frame");
+        if frame.remaining == 0 {
+            let is_final = frame.is_final;
+            self.frame = None;
+            if !is_final {
+                return Ok(None);
+            }
+            let message = self.message.take().expect("a data frame belongs to a message");
+            if message.utf8.is_some_and(|utf8| utf8.finish().is_err()) {
+                return Err(invalid_utf8());
+            }
+            return Ok(Some(Event::MessageEnd));
+        }
+        if self.buffer.is_empty() {
+            self.fill().await?;
+        }
+        let frame = self.frame.as_mut().expect("called with an open frame");
+        let count =
+            self.buffer.len().min(self.limits.chunk_size).min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+        let mut chunk = self.buffer.split_to(count);
+        unmask(&mut chunk, frame.mask, frame.offset);
+        frame.offset += count;
+        frame.remaining -= count as u64;
+        let message = self.message.as_mut().expect("a data frame belongs to a message");
+        let chunk = match &mut message.utf8 {
+            Some(utf8) => utf8.feed(chunk).map_err(|_| invalid_utf8())?,
+            None => chunk.freeze(),
+        };
+        Ok((!chunk.is_empty()).then_some(Event::Chunk(chunk)))
+    }
+
+    /// Reads the next frame header, leaving it in the buffer; returns it with
+    /// the payload length and the header's size in bytes.
+    async fn header(&mut self) -> ReadResult<(FrameHeader, u64, usize)> {
+        loop {
+            let mut cursor = Cursor::new(&self.buffer[..]);
+            match FrameHeader::parse(&mut cursor) {
+                Ok(Some((header, length))) => {
+                    let size = usize::try_from(cursor.position()).expect("a header is at most 14 bytes");
+                    return Ok((header, length, size));
+                }
+                Ok(None) => self.fill().await?,
+                Err(err) => return Err(protocol_error(err.to_string())),
+            }
+        }
+    }
+
+    /// Checks a frame header against the protocol and the limits, then
+    /// either reads the whole frame (control frames, small whole messages) or
+    /// opens it for chunked reading.
+    async fn start_frame(&mut self, header: FrameHeader, length: u64, header_size: usize) -> ReadResult<Option<Event>> {
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(protocol_error("reserved bits set without an extension"));
+        }
+        let Some(mask) = header.mask else {
+            return Err(protocol_error("unmasked frame from the client"));
+        };
+        match header.opcode {
+            OpCode::Control(control) => {
+                if length > MAX_CONTROL_PAYLOAD {
+                    return Err(protocol_error("control frame payload over 125 bytes"));
+                }
+                if !header.is_final {
+                    return Err(protocol_error("fragmented control frame"));
+                }
+                let payload = self.whole_payload(header_size, length, mask).await?;
+                control_event(control, payload).map(Some)
+            }
+            OpCode::Data(data) => {
+                if length > self.limits.max_frame_size as u64 {
+                    return Err(violation(CloseCode::Size, format!("frame of {length} bytes over the limit")));
+                }
+                let text = match (data, &self.message) {
+                    (Data::Continue, None) => return Err(protocol_error("continuation frame without a message")),
+                    (Data::Continue, Some(_)) => None,
+                    (Data::Text | Data::Binary, Some(_)) => {
+                        return Err(protocol_error("new message before the last one ended"));
+                    }
+                    (Data::Text, None) => Some(true),
+                    (Data::Binary, None) => Some(false),
+                    (Data::Reserved(_), _) => unreachable!("FrameHeader::parse rejects reserved opcodes"),
+                };
+                let size = self.message.as_ref().map_or(0, |message| message.size) + length;
+                if size > self.limits.max_message_size as u64 {
+                    return Err(violation(
+                        CloseCode::Size,
+                        format!("message of more than {size} bytes over the limit"),
+                    ));
+                }
+                if let Some(text) = text
+                    && header.is_final
+                    && length <= self.limits.strict_size as u64
+                {
+                    let payload = self.whole_payload(header_size, length, mask).await?;
+                    return Ok(Some(if text {
+                        Event::Text(String::from_utf8(payload.into()).map_err(|_| invalid_utf8())?)
+                    } else {
+                        Event::Binary(payload.freeze())
+                    }));
+                }
+                self.buffer.advance(header_size);
+                self.frame = Some(OpenFrame { remaining: length, mask, offset: 0, is_final: header.is_final });
+                match text {
+                    Some(text) => {
+                        self.message = Some(OpenMessage { size, utf8: text.then(Utf8Validator::default) });
+                        Ok(Some(Event::MessageStart { text }))
+                    }
+                    None => {
+                        self.message.as_mut().expect("checked above").size = size;
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the frame whose header starts the buffer is there whole,
+    /// then takes it out and returns its unmasked payload.
+    async fn whole_payload(&mut self, header_size: usize, length: u64, mask: [u8; 4]) -> ReadResult<BytesMut> {
+        let length = usize::try_from(length).expect("checked against a limit");
+        while self.buffer.len() < header_size + length {
+            self.buffer.reserve(header_size + length - self.buffer.len());
+            self.fill().await?;
+        }
+        self.buffer.advance(header_size);
+        let mut payload = self.buffer.split_to(length);
+        unmask(&mut payload, mask, 0);
+        Ok(payload)
+    }
+
+    /// Reads more from the socket into the buffer.
+    async fn fill(&mut self) -> ReadResult<()> {
+        self.buffer.reserve(READ_SIZE);
+        match self.io.read_buf(&mut self.buffer).await {
+            Ok(0) => Err(ReadError::Lost(None)),
+            Ok(_) => Ok(()),
+            Err(err) => Err(ReadError::Lost(Some(err))),
+        }
+    }
+}
+
+/// The event for a control frame, its payload checked.
+fn control_event(control: Control, payload: BytesMut) -> ReadResult<Event> {
+    match control {
+        Control::Ping => Ok(Event::Ping(payload.freeze())),
+        Control::Pong => Ok(Event::Pong),
+        Control::Close => close_event(&payload),
+        Control::Reserved(_) => unreachable!("FrameHeader::parse rejects reserved opcodes"),
+    }
+}
+
+/// A close frame's payload: empty, or a code and a UTF-8 reason.
+fn close_event(payload: &[u8]) -> ReadResult<Event> {
+    match payload {
+        [] => Ok(Event::Close(None)),
+        [_] => Err(protocol_error("close frame with a one-byte payload")),
+        [high, low, reason @ ..] => {
+            let code = CloseCode::from(u16::from_be_bytes([*high, *low]));
+            if !code.is_allowed() {
+                return Err(protocol_error(format!("close code {} may not be sent", u16::from(code))));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| invalid_utf8())?;
+            Ok(Event::Close(Some(CloseFrame { code, reason: reason.to_owned().into() })))
+        }
+    }
+}
+
+/// Unmasks `data`, which starts `offset` bytes into its frame's payload.
+fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut mask = mask;
+    mask.rotate_left(offset % 4);
+    // Four bytes at a time: the compiler turns this into vector code.
+    let word = u32::from_ne_bytes(mask);
+    let mut words = data.chunks_exact_mut(4);
+    for chunk in &mut words {
+        let unmasked = u32::from_ne_bytes(chunk.try_into().expect("chunks of four")) ^ word;
+        chunk.copy_from_slice(&unmasked.to_ne_bytes());
+    }
+    for (byte, mask) in words.into_remainder().iter_mut().zip(mask) {
+        *byte ^= mask;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    const LIMITS: ReadLimits =
+        ReadLimits { max_message_size: 1 << 20, max_frame_size: 1 << 19, strict_size: 64, chunk_size: 16 };
+
+    /// A frame as a client sends it: masked.
+    fn client_frame(opcode: OpCode, is_final: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let header = FrameHeader { is_final, opcode, mask: Some(mask), ..FrameHeader::default() };
+        let mut bytes = Vec::new();
+        header.format(payload.len() as u64, &mut bytes).unwrap();
+        let start = bytes.len();
+        bytes.extend_from_slice(payload);
+        unmask(&mut bytes[start..], mask, 0);
+        bytes
+    }
+
+    const TEXT: OpCode = OpCode::Data(Data::Text);
+    const BINARY: OpCode = OpCode::Data(Data::Binary);
+    const CONTINUE: OpCode = OpCode::Data(Data::Continue);
+    const PING: OpCode = OpCode::Control(Control::Ping);
+    const CLOSE: OpCode = OpCode::Control(Control::Close);
+
+    /// Everything a reader makes of `bytes`, up to the first error.
+    async fn read_all(bytes: Vec<u8>) -> (Vec<Event>, ReadError) {
+        let mut reader = FrameReader::new(&bytes[..], LIMITS);
+        let mut events = Vec::new();
+        loop {
+            match reader.next().await {
+                Ok(event) => events.push(event),
+                Err(err) => return (events, err),
+            }
+        }
+    }
+
+    fn chunk(text: &str) -> Event {
+        Event::Chunk(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    fn close_code(err: ReadError) -> u16 {
+        match err {
+            ReadError::Violation(frame) => frame.code.into(),
+            ReadError::Lost(err) => panic!("expected a violation, the connection was lost: {err:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_frame_is_a_whole_message_and_fragments_are_chunks() {
+        let mut bytes = client_frame(TEXT, true, "Peter".as_bytes());
+        bytes.extend(client_frame(BINARY, true, &[1, 2, 3]));
+        bytes.extend(client_frame(TEXT, false, b"Stre"));
+        bytes.extend(client_frame(PING, true, b"are you there"));
+        bytes.extend(client_frame(CONTINUE, false, b"am"));
+        bytes.extend(client_frame(CONTINUE, true, b"ing"));
+        bytes.extend(client_frame(CLOSE, true, &[0x03, 0xe8, b'b', b'y', b'e']));
+        let (events, end) = read_all(bytes).await;
+        assert_eq!(
+            events,
+            [
+                Event::Text("Peter".into()),
+                Event::Binary(Bytes::from_static(&[1, 2, 3])),
+                Event::MessageStart { text: true },
+                chunk("Stre"),
+                Event::Ping(Bytes::from_static(b"are you there")),
+                chunk("am"),
+                chunk("ing"),
+                Event::MessageEnd,
+                Event::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })),
+            ]
+        );
+        assert!(matches!(end, ReadError::Lost(None)));
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_is_passed_on_in_bounded_chunks_as_it_arrives() {
+        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let bytes = client_frame(BINARY, true, &payload);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut reader = FrameReader::new(server, LIMITS);
+        // Only the header and ten bytes so far: they are passed on at once.
+        client.write_all(&bytes[..bytes.len() - 990]).await.unwrap();
+        assert_eq!(reader.next().await.unwrap(), Event::MessageStart { text: false });
+        assert_eq!(reader.next().await.unwrap(), Event::Chunk(Bytes::copy_from_slice(&payload[..10])));
+        client.write_all(&bytes[bytes.len() - 990..]).await.unwrap();
+        let mut received = payload[..10].to_vec();
+        loop {
+            match reader.next().await.unwrap() {
+                Event::Chunk(chunk) => {
+                    assert!(chunk.len() <= LIMITS.chunk_size);
+                    received.extend_from_slice(&chunk);
+                }
+                Event::MessageEnd => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(received, payload);
+    }
+
+    #[tokio::test]
+    async fn a_huge_declared_length_is_refused_before_any_payload() {
+        let mut bytes = Vec::new();
+        let header = FrameHeader { opcode: BINARY, mask: Some([1, 2, 3, 4]), ..FrameHeader::default() };
+        header.format(1 << 62, &mut bytes).unwrap();
+        let (events, end) = read_all(bytes).await;
+        assert!(events.is_empty());
+        assert_eq!(close_code(end), 1009);
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_across_fragments_is_refused() {
+        let mut bytes = client_frame(BINARY, false, &vec![0; LIMITS.max_frame_size]);
+        bytes.extend(client_frame(CONTINUE, false, &vec![0; LIMITS.max_frame_size]));
+        bytes.extend(client_frame(CONTINUE, true, &[0]));
+        let (_, end) = read_all(bytes).await;
+        assert_eq!(close_code(end), 1009);
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_fails_at_the_fragment_that_makes_it_invalid() {
+        let mut bytes = client_frame(TEXT, false, b"ok \xF4");
+        bytes.extend(client_frame(CONTINUE, false, b"\x90"));
+        let (events, end) = read_all(bytes).await;
+        assert_eq!(events, [Event::MessageStart { text: true }, chunk("ok ")]);
+        assert_eq!(close_code(end), 1007);
+        let (_, end) = read_all(client_frame(TEXT, true, b"caf\xC3")).await;
+        assert_eq!(close_code(end), 1007, "a strict message");
+    }
+
+    #[tokio::test]
+    async fn protocol_violations_close_with_1002() {
+        let unmasked = {
+            let mut bytes = Vec::new();
+            FrameHeader { opcode: TEXT, ..FrameHeader::default() }.format(2, &mut bytes).unwrap();
+            bytes.extend_from_slice(b"hi");
+            bytes
+        };
+        let reserved_bit = {
+            let mut bytes = client_frame(TEXT, true, b"hi");
+            bytes[0] |= 0x40;
+            bytes
+        };
+        let reserved_opcode = {
+            let mut bytes = client_frame(TEXT, true, b"hi");
+            bytes[0] = (bytes[0] & 0xF0) | 0x3;
+            bytes
+        };
+        let cases = [
+            ("unmasked", unmasked),
+            ("reserved bit", reserved_bit),
+            ("reserved opcode", reserved_opcode),
+            ("continuation first", client_frame(CONTINUE, true, b"x")),
+            ("new message inside one", [client_frame(TEXT, false, b"a"), client_frame(TEXT, true, b"b")].concat()),
+            ("long ping", client_frame(PING, true, &[0; 126])),
+            ("fragmented ping", client_frame(PING, false, b"")),
+            ("one-byte close", client_frame(CLOSE, true, &[3])),
+            ("close code 1005", client_frame(CLOSE, true, &1005u16.to_be_bytes())),
+            ("close code 999", client_frame(CLOSE, true, &999u16.to_be_bytes())),
+        ];
+        for (name, bytes) in cases {
+            let (_, end) = read_all(bytes).await;
+            assert_eq!(close_code(end), 1002, "{name}");
+        }
+        let (_, end) = read_all(client_frame(CLOSE, true, &[0x03, 0xe8, 0xff])).await;
+        assert_eq!(close_code(end), 1007, "a close reason that is not UTF-8");
+    }
+
+    #[tokio::test]
+    async fn a_frame_cut_short_is_a_lost_connection() {
+        let bytes = client_frame(BINARY, true, &[0; 100]);
+        let (events, end) = read_all(bytes[..50].to_vec()).await;
+        assert_eq!(events[0], Event::MessageStart { text: false });
+        assert!(matches!(end, ReadError::Lost(None)));
+    }
+
+    #[test]
+    fn unmasking_from_any_offset_matches_byte_by_byte() {
+        let mask = [1, 2, 4, 8];
+        let data: Vec<u8> = (0..23).collect();
+        for offset in 0..8 {
+            let mut fast = data.clone();
+            unmask(&mut fast, mask, offset);
+            let slow: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ mask[(offset + i) % 4]).collect();
+            assert_eq!(fast, slow, "offset {offset}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the Autobahn|Testsuite fuzzing client against wsplug serving the echo
+# example (run by `make autobahn`, which builds what it needs) and fails
+# unless every case passed. The report is in target/autobahn/report/.
+#
+# wstest needs Python 2.7: the virtualenv is made with pyenv's 2.7.18 on the
+# first run and kept in target/autobahn/venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/autobahn/venv
+listen=127.0.0.1:19001
+wsplug=target/debug/wsplug
+
+if [ ! -x "$venv/bin/wstest" ]; then
+  export PYENV_VERSION=2.7.18
+  pyenv exec python -m pip install --quiet virtualenv
+  pyenv exec python -m virtualenv --quiet "$venv"
+  "$venv/bin/pip" install --quiet autobahntestsuite==25.10.1
+fi
+
+"$wsplug" serve --listen "$listen" --log warn \
+  --route "/echo=guest-examples/target/wasm32-wasip2/release/echo.wasm" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+until (exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}") 2>/dev/null; do
+  kill -0 "$server" 2>/dev/null || { echo "wsplug serve failed to start" >&2; exit 1; }
+  sleep 0.1
+done
+
+rm -rf target/autobahn/report
+"$venv/bin/wstest" -m fuzzingclient -s autobahn/fuzzingclient.json > target/autobahn/wstest.log
+python3 autobahn/check.py target/autobahn/report/index.json
