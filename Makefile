@@ -1,7 +1,7 @@
 # The README's commands. `make demo` serves the greeter and talks to it;
 # `make test` runs every test. Both install what they need first.
 
-.PHONY: demo test bench autobahn guests wasm-target
+.PHONY: demo test bench autobahn fuzz guests wasm-target
 
 # Guests are built for wasm32-wasip2, which cargo does not install by itself.
 wasm-target:
@@ -28,3 +28,10 @@ bench: guests
 autobahn: guests
 	cargo build -p wsplug
 	./scripts/autobahn.sh
+
+# Fuzzing the frame reader for a minute (nightly and cargo-fuzz, installed
+# if missing). FUZZ_SECONDS changes the time.
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz run frame_reader -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096

@@ -5,7 +5,8 @@
 //! Run it with `make bench` (release builds of everything). Each server runs
 //! in its own process; the client is this process. Figures: messages/s,
 //! latency percentiles, connection setup rate (connect + first message +
-//! close) and the server's resident memory per idle connection.
+//! close), the server's resident memory per idle connection, and the time
+//! and server memory one 100 MiB message takes through the greeter.
 
 mod native;
 mod servers;
@@ -16,6 +17,13 @@ use hdrhistogram::Histogram;
 use servers::Server;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Connections opened, used once and closed for the setup rate.
+const SETUP_CYCLES: usize = 5000;
+
+/// The size of the one large message sent through the greeter.
+const LARGE_MESSAGE: usize = 100 << 20;
 
 /// How long each throughput scenario measures, after a warm-up.
 const MEASURE: Duration = Duration::from_secs(5);
@@ -73,10 +81,10 @@ async fn run(idle_connections: usize) -> anyhow::Result<()> {
     println!("|---|---|---|---|");
     let mut baseline = None;
     for target in &targets[..2] {
-        let rate = setup_rate(target, 2000).await?;
+        let rate = setup_rate(target, SETUP_CYCLES).await?;
         let base = *baseline.get_or_insert(rate);
         println!(
-            "| 2000 connect + message + close, 8 at a time | {} | {rate:.0} conn/s | {:.2} |",
+            "| {SETUP_CYCLES} connect + message + close, 8 at a time | {} | {rate:.0} conn/s | {:.2} |",
             target.name,
             rate / base
         );
@@ -92,7 +100,48 @@ async fn run(idle_connections: usize) -> anyhow::Result<()> {
             per_connection / base
         );
     }
+    let (elapsed, growth) = large_message(&targets[2], &wsplug, LARGE_MESSAGE).await?;
+    println!(
+        "| one {} MiB text message, streamed back as it arrives | {} | {:.2} s ({:.0} MiB/s), server RSS +{:.1} MiB | - |",
+        LARGE_MESSAGE >> 20,
+        targets[2].name,
+        elapsed.as_secs_f64(),
+        (LARGE_MESSAGE >> 20) as f64 / elapsed.as_secs_f64(),
+        growth as f64 / f64::from(1 << 20),
+    );
     Ok(())
+}
+
+/// Sends one `size`-byte text message (one frame) while reading the reply;
+/// returns how long the round trip took and how much the server's resident
+/// memory grew at its peak.
+async fn large_message(target: &Target, server: &Server, size: usize) -> anyhow::Result<(Duration, u64)> {
+    let unlimited = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(target.url.as_str(), Some(unlimited), false).await?;
+    let (mut sink, mut stream) = socket.split();
+    let payload = "a".repeat(size);
+    let before = server.resident_bytes()?;
+    let mut peak = before;
+    let start = Instant::now();
+    let exchange = async {
+        let (sent, reply) = tokio::join!(sink.send(Message::text(payload)), stream.next());
+        sent?;
+        let reply = reply.context("connection closed")??;
+        anyhow::ensure!(reply.len() == size + target.reply_overhead, "unexpected reply of {} bytes", reply.len());
+        anyhow::Ok(())
+    };
+    let mut exchange = std::pin::pin!(exchange);
+    let mut sample = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        tokio::select! {
+            done = &mut exchange => {
+                done?;
+                break;
+            }
+            _ = sample.tick() => peak = peak.max(server.resident_bytes()?),
+        }
+    }
+    Ok((start.elapsed(), peak.saturating_sub(before)))
 }
 
 struct Throughput {

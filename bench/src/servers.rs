@@ -8,6 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The largest message the greeter takes in the benchmark.
+const LARGE: usize = 128 << 20;
+
 pub struct Server {
     child: Child,
     address: String,
@@ -34,19 +37,33 @@ impl Server {
         Ok(Self { child, address })
     }
 
+    /// `wsplug serve` with the echo and the greeter; the greeter takes
+    /// messages of up to 128 MiB in one frame. `WSPLUG_BENCH_POOL=0` turns
+    /// the instance pool off.
     pub async fn wsplug() -> anyhow::Result<Self> {
         let root = root();
         let wsplug = root.join("target/release/wsplug");
         let components = root.join("guest-examples/target/wasm32-wasip2/release");
+        let pool = std::env::var("WSPLUG_BENCH_POOL").map_or(true, |value| value != "0");
+        let config = format!(
+            "instance-pool = {pool}\nmax-connections = 20000\n\n\
+             [[route]]\npath = \"/echo\"\ncomponent = {:?}\n\n\
+             [[route]]\npath = \"/greeter\"\ncomponent = {:?}\nmax-message-size = {LARGE}\nmax-frame-size = {LARGE}\n",
+            components.join("echo.wasm"),
+            components.join("greeter.wasm"),
+        );
+        let config_file = std::env::temp_dir().join(format!("wsplug-bench-{}.toml", std::process::id()));
+        std::fs::write(&config_file, config)?;
         let mut child = Command::new(&wsplug)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--route", &format!("/echo={}", components.join("echo.wasm").display())])
-            .args(["--route", &format!("/greeter={}", components.join("greeter.wasm").display())])
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_file)
             .env("RUST_LOG", "wsplug=info")
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {} (make bench builds it)", wsplug.display()))?;
         let line = first_line_with(child.stderr.take().unwrap(), "serving ws://")?;
+        // Read at startup; not needed any more.
+        std::fs::remove_file(&config_file)?;
         let url = line.split_whitespace().find(|word| word.starts_with("ws://")).context("no URL")?;
         let address = url.trim_start_matches("ws://").split('/').next().context("no address")?.to_owned();
         Ok(Self { child, address })

@@ -46,6 +46,12 @@ pub struct Config {
     /// upgrades get `503`. Default 10,000.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Allocate instances from a pool sized for `max-connections`, each
+    /// with room for the largest route `memory-limit`: a hard host-wide bound
+    /// on instance memory, and faster connection setup, at the cost of
+    /// bounds checks on the guests' memory accesses. Default false.
+    #[serde(default = "defaults::instance_pool")]
+    pub instance_pool: bool,
     /// How long a client may take to send complete request headers before
     /// its connection is closed (slowloris). Default 10 s.
     #[serde(default = "defaults::handshake_timeout", with = "seconds")]
@@ -125,6 +131,7 @@ impl Default for Config {
             listen: defaults::listen(),
             log: defaults::log(),
             max_connections: defaults::max_connections(),
+            instance_pool: defaults::instance_pool(),
             handshake_timeout: defaults::handshake_timeout(),
             shutdown_grace: defaults::shutdown_grace(),
             routes: Vec::new(),
@@ -239,6 +246,9 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         10_000
+    }
+    pub fn instance_pool() -> bool {
+        false
     }
     pub fn handshake_timeout() -> Duration {
         Duration::from_secs(10)

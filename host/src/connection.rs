@@ -21,7 +21,6 @@
 use crate::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo, Message as WitMessage};
 use crate::runtime::{ConnectionCtx, GuestInstance, HandlerExports};
 use crate::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE, IncomingMessages, OutgoingMessages};
-use crate::wire::{Event, FrameReader, FrameWriter, ReadError, ReadLimits};
 use bytes::Bytes;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Accessor, FutureReader, StreamReader};
+use wsplug_wire::{Event, FrameReader, FrameWriter, ReadError, ReadLimits};
 
 /// How many client messages may wait for the guest to read them. A streamed
 /// message holds at most [`INCOMING_CHUNK_QUEUE`] chunks besides, so memory

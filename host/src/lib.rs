@@ -12,7 +12,7 @@
 //!
 //! let mut config = Config::default();
 //! config.set_route(RouteConfig::new("/greeter", "greeter.wasm"));
-//! let routes = Routes::load(&Runtime::new()?, &config.routes)?;
+//! let routes = Routes::load(&Runtime::for_config(&config)?, &config.routes)?;
 //! let server = Server::bind(config.listen, App::new(routes, &config)).await?;
 //! server.run_until(async { tokio::signal::ctrl_c().await.unwrap() }).await;
 //! # Ok(())
@@ -29,8 +29,7 @@ pub mod runtime;
 pub mod server;
 pub mod streams;
 pub mod upgrade;
-pub mod wire;
 
 pub use config::{Config, DirGrant, RouteConfig};
-pub use runtime::{GuestPolicy, Handler, Runtime};
+pub use runtime::{GuestPolicy, Handler, InstancePool, Runtime};
 pub use server::{App, Routes, Server};

@@ -110,7 +110,7 @@ fn init_logging(filter: &str) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Every component is compiled and checked before the port is bound.
-    let routes = Routes::load(&Runtime::new()?, &config.routes)?;
+    let routes = Routes::load(&Runtime::for_config(&config)?, &config.routes)?;
     let paths: Vec<String> = routes.paths().into_iter().map(str::to_owned).collect();
     let server = Server::bind(config.listen, App::new(routes, &config)).await?;
     let address = server.local_addr()?;

@@ -11,7 +11,10 @@ use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+    UpdateDeadline,
+};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// How often the engine's epoch advances: the granularity of the CPU budget
@@ -104,12 +107,68 @@ pub struct Runtime {
     linker: Linker<ConnectionCtx>,
 }
 
+/// Room for instances allocated once, up front (wasmtime's pooling
+/// allocator), instead of memory mapped and unmapped per connection.
+#[derive(Clone, Copy, Debug)]
+pub struct InstancePool {
+    /// How many instances can exist at once: one per open connection.
+    pub instances: u32,
+    /// The largest linear memory of any instance, in bytes. The pool's
+    /// instance memory can never exceed `instances` times this.
+    pub memory_per_instance: usize,
+}
+
+/// Core instances, memories and tables a handler component needs per
+/// component instance: a Rust guest is its main module plus the small shim
+/// modules the component model adds, with one memory. Generous, since the
+/// cost of a slot that is never used is address space only.
+const CORE_INSTANCES_PER_INSTANCE: u32 = 8;
+const MEMORIES_PER_INSTANCE: u32 = 2;
+const TABLES_PER_INSTANCE: u32 = 4;
+
 impl Runtime {
     /// An engine with component-model async and epoch interruption, linked
     /// with WASI 0.2 (which every Rust guest imports through `std`) and WASI
     /// 0.3. A thread advances the epoch for as long as the engine lives.
+    /// Instances get their memory on demand.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_config(Config::new())
+    }
+
+    /// The runtime `config` asks for: instances from a pool with room for
+    /// `max-connections` instances of the largest route `memory-limit`,
+    /// unless `instance-pool = false`.
+    pub fn for_config(config: &crate::Config) -> anyhow::Result<Self> {
+        if !config.instance_pool {
+            return Self::new();
+        }
+        let instances = u32::try_from(config.max_connections).context("max-connections is too large for a pool")?;
+        let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
+        Self::pooled(InstancePool { instances, memory_per_instance })
+    }
+
+    /// Like [`Runtime::new`], with instances allocated from `pool`. When the
+    /// pool is full, instantiation fails (the connection gets `503`).
+    pub fn pooled(pool: InstancePool) -> anyhow::Result<Self> {
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(pool.instances)
+            .total_core_instances(pool.instances.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
+            .total_memories(pool.instances.saturating_mul(MEMORIES_PER_INSTANCE))
+            .total_tables(pool.instances.saturating_mul(TABLES_PER_INSTANCE))
+            .total_stacks(pool.instances)
+            .max_memory_size(pool.memory_per_instance);
         let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        // Each memory's slot is its largest size: a few GiB of address
+        // space per instance (the default, for bounds-check elision) would
+        // not fit tens of thousands of instances.
+        config.memory_reservation(pool.memory_per_instance as u64);
+        config.memory_guard_size(0);
+        Self::with_config(config)
+    }
+
+    fn with_config(mut config: Config) -> anyhow::Result<Self> {
         config.wasm_component_model_async(true);
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;

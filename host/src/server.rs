@@ -9,7 +9,6 @@ use crate::handshake::{self, Verdict};
 use crate::runtime::{Handler, Runtime};
 use crate::streams::{CHUNK_SIZE, STRICT_MESSAGE_LIMIT};
 use crate::upgrade::{self, Rejection, text_response};
-use crate::wire::ReadLimits;
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -30,6 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmtime::PoolConcurrencyLimitError;
+use wsplug_wire::ReadLimits;
 
 /// How much of a rejected request's body is read and discarded so that the
 /// connection can serve the next request; past this the connection is closed.
@@ -183,6 +184,11 @@ impl App {
         // connection: what it learns there stays for the connection.
         let mut guest = match route.handler.instantiate(id, &route.config.path).await {
             Ok(guest) => guest,
+            Err(err) if err.is::<PoolConcurrencyLimitError>() => {
+                // Only if the pool is smaller than the connection caps allow.
+                tracing::warn!(connection = id, path = route.config.path, "instance pool full: {err}");
+                return drained(request, Rejection::TooManyConnections.into_response()).await;
+            }
             Err(err) => {
                 tracing::warn!(connection = id, path = route.config.path, "cannot instantiate the handler: {err:?}");
                 let failed = text_response(StatusCode::INTERNAL_SERVER_ERROR, "The handler failed to start.");

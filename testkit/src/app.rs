@@ -41,7 +41,7 @@ impl TestApp {
     /// --config` builds it (`listen` is not used).
     pub fn with_config(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        let routes = Routes::load(&Runtime::new()?, &config.routes)?;
+        let routes = Routes::load(&Runtime::for_config(&config)?, &config.routes)?;
         Ok(Self { app: App::new(routes, &config) })
     }
 

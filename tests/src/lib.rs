@@ -77,7 +77,7 @@ impl TestServer {
     /// `config.listen` says.
     pub async fn start_with(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        let routes = Routes::load(&Runtime::new()?, &config.routes)?;
+        let routes = Routes::load(&Runtime::for_config(&config)?, &config.routes)?;
         let app = App::new(routes, &config);
         let server = Server::bind("127.0.0.1:0".parse()?, app.clone()).await?;
         let address = server.local_addr()?;

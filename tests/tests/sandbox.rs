@@ -48,7 +48,16 @@ async fn a_guest_that_computes_forever_is_interrupted_and_does_not_stall_others(
 
 #[tokio::test]
 async fn a_guest_that_allocates_past_its_limit_is_stopped() -> anyhow::Result<()> {
-    let mut config = Config::default();
+    allocate_past_the_limit(false).await
+}
+
+#[tokio::test]
+async fn a_guest_from_the_instance_pool_that_allocates_past_its_limit_is_stopped() -> anyhow::Result<()> {
+    allocate_past_the_limit(true).await
+}
+
+async fn allocate_past_the_limit(instance_pool: bool) -> anyhow::Result<()> {
+    let mut config = Config { instance_pool, max_connections: 16, ..Config::default() };
     let mut glutton = RouteConfig::new("/glutton", test_guest("glutton"));
     glutton.memory_limit = 16 << 20;
     config.set_route(glutton);

@@ -1,9 +1,11 @@
-//! The WebSocket protocol on the upgraded connection, after the handshake:
+//! The WebSocket protocol on an upgraded connection, after the handshake:
 //! frames in as they arrive ([`reader`]), frames out ([`writer`]).
 //!
 //! tungstenite provides the frame types (headers, opcodes, close codes);
 //! wsplug reads and writes the frames itself so that a message's payload can
 //! stream through the host instead of being reassembled first.
+
+#![deny(missing_docs)]
 
 pub mod reader;
 pub mod utf8;
