@@ -38,13 +38,13 @@ impl Server {
     }
 
     /// `wsplug serve` with the echo and the greeter; the greeter takes
-    /// messages of up to 128 MiB in one frame. `WSPLUG_BENCH_POOL=0` turns
-    /// the instance pool off.
+    /// messages of up to 128 MiB in one frame. `WSPLUG_BENCH_POOL=1` turns
+    /// the instance pool on.
     pub async fn wsplug() -> anyhow::Result<Self> {
         let root = root();
         let wsplug = root.join("target/release/wsplug");
         let components = root.join("guest-examples/target/wasm32-wasip2/release");
-        let pool = std::env::var("WSPLUG_BENCH_POOL").map_or(true, |value| value != "0");
+        let pool = std::env::var("WSPLUG_BENCH_POOL").is_ok_and(|value| value == "1");
         let config = format!(
             "instance-pool = {pool}\nmax-connections = 20000\n\n\
              [[route]]\npath = \"/echo\"\ncomponent = {:?}\n\n\
