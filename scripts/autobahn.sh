@@ -19,14 +19,8 @@ if [ ! -x "$venv/bin/wstest" ]; then
   "$venv/bin/pip" install --quiet autobahntestsuite==25.10.1
 fi
 
-"$wsplug" serve --listen "$listen" --log warn \
-  --route "/echo=guest-examples/target/wasm32-wasip2/release/echo.wasm" &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-until (exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}") 2>/dev/null; do
-  kill -0 "$server" 2>/dev/null || { echo "wsplug serve failed to start" >&2; exit 1; }
-  sleep 0.1
-done
+. scripts/serve-in-background.sh
+serve_in_background --log warn --route "/echo=guest-examples/target/wasm32-wasip2/release/echo.wasm"
 
 rm -rf target/autobahn/report
 "$venv/bin/wstest" -m fuzzingclient -s autobahn/fuzzingclient.json > target/autobahn/wstest.log

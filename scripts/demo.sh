@@ -10,17 +10,10 @@ listen=${WSPLUG_LISTEN:-127.0.0.1:8080}
 wsplug=target/debug/wsplug
 components=guest-examples/target/wasm32-wasip2/release
 
-"$wsplug" serve --listen "$listen" \
+. scripts/serve-in-background.sh
+serve_in_background \
   --route "/greeter=$components/greeter.wasm" \
-  --route "/ticker=$components/ticker.wasm" &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-
-# Wait until the server accepts connections (or has died).
-until (exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}") 2>/dev/null; do
-  kill -0 "$server" 2>/dev/null || { echo "wsplug serve failed to start" >&2; exit 1; }
-  sleep 0.1
-done
+  --route "/ticker=$components/ticker.wasm"
 
 printf 'Peter\nJohn\n' | "$wsplug" talk "ws://$listen/greeter"
 

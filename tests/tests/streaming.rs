@@ -53,6 +53,17 @@ async fn read_reply_until(client: &mut RawClient, reply: &mut String, expected: 
     Ok(())
 }
 
+/// Reads the rest of a fragmented text reply.
+async fn read_reply_to_end(client: &mut RawClient, reply: &mut String) -> anyhow::Result<()> {
+    loop {
+        let frame = client.read_frame().await?;
+        reply.push_str(std::str::from_utf8(&frame.payload)?);
+        if frame.fin {
+            return Ok(());
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_greeter_answers_fragments_before_the_message_ends() -> anyhow::Result<()> {
     let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
@@ -66,13 +77,7 @@ async fn the_greeter_answers_fragments_before_the_message_ends() -> anyhow::Resu
     read_reply_until(&mut client, &mut reply, "Hello Stream").await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.send_frame(true, CONTINUATION, b"ing").await?;
-    loop {
-        let frame = client.read_frame().await?;
-        reply.push_str(std::str::from_utf8(&frame.payload)?);
-        if frame.fin {
-            break;
-        }
-    }
+    read_reply_to_end(&mut client, &mut reply).await?;
     assert_eq!(reply, "Hello Streaming!");
     Ok(())
 }
@@ -89,13 +94,7 @@ async fn a_large_frame_reaches_the_guest_before_its_last_byte() -> anyhow::Resul
     let expected = format!("Hello {}", "a".repeat(100 * 1024));
     read_reply_until(&mut client, &mut reply, &expected).await?;
     client.send_payload(&vec![b'b'; (1 << 20) - 100 * 1024]).await?;
-    loop {
-        let frame = client.read_frame().await?;
-        reply.push_str(std::str::from_utf8(&frame.payload)?);
-        if frame.fin {
-            break;
-        }
-    }
+    read_reply_to_end(&mut client, &mut reply).await?;
     assert_eq!(reply, format!("{expected}{}!", "b".repeat((1 << 20) - 100 * 1024)));
     Ok(())
 }
