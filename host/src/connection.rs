@@ -155,7 +155,9 @@ where
                 result = &mut guest, if !guest_done => {
                     guest_done = true;
                     if let Err(err) = result {
-                        tracing::warn!(connection = id, path, "handler failed: {err:?}");
+                        // One line that says why; the backtraces for whoever debugs the guest.
+                        tracing::warn!(connection = id, path, cause = %err.root_cause(), "handler failed");
+                        tracing::debug!(connection = id, "handler failure in full: {err:?}");
                         break (!client_closed).then(|| violation.unwrap_or_else(|| close_frame(CloseCode::Error, "handler failed")));
                     }
                     // Its output ended: the writer sends what is queued, then ends.

@@ -190,7 +190,8 @@ impl App {
                 return drained(request, Rejection::TooManyConnections.into_response()).await;
             }
             Err(err) => {
-                tracing::warn!(connection = id, path = route.config.path, "cannot instantiate the handler: {err:?}");
+                tracing::warn!(connection = id, path = route.config.path, cause = %err.root_cause(), "cannot instantiate the handler");
+                tracing::debug!(connection = id, "instantiation failure in full: {err:?}");
                 let failed = text_response(StatusCode::INTERNAL_SERVER_ERROR, "The handler failed to start.");
                 return drained(request, failed).await;
             }

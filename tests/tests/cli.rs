@@ -225,3 +225,62 @@ async fn a_100_mib_message_streams_through_the_greeter_in_a_few_mib_of_host_memo
     std::fs::remove_file(config)?;
     Ok(())
 }
+
+/// Waits for the log line that ends `path`'s connection: a warning that names
+/// the route, the connection and the cause.
+fn failure_line(log: &mpsc::Receiver<String>, path: &str) -> String {
+    loop {
+        let line = log.recv_timeout(HANG_GUARD).unwrap_or_else(|_| panic!("no failure logged for {path}"));
+        if line.contains("handler failed") && line.contains(&format!("path=\"{path}\"")) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_guests_close_only_their_own_connections_and_are_logged_with_their_cause() -> anyhow::Result<()> {
+    let routes = [
+        ("/greeter", example("greeter")),
+        ("/trap", test_guest("trap")),
+        ("/hog", test_guest("hog")),
+        ("/glutton", test_guest("glutton")),
+        ("/stepwise", test_guest("stepwise")),
+        ("/crash", test_guest("crash-source")),
+    ];
+    let (server, urls, log) = serve(&routes);
+    let host = server.0.id().to_string();
+    let url = |path: &str| urls.iter().find(|url| url.ends_with(path)).expect("a served route").clone();
+    let (mut greeter, _) = tokio_tungstenite::connect_async(url("/greeter")).await?;
+    let before = resident_bytes(&host);
+
+    // Each hostile guest, the message that sets it off, and what its
+    // failure is logged as.
+    let cases = [
+        ("/trap", "trap", "unreachable"),
+        ("/hog", "spin", "cpu-budget"),
+        ("/glutton", "eat", "growing memory"),
+        ("/stepwise", "boom", "unreachable"),
+        ("/crash", "still sending", "unreachable"),
+    ];
+    for (path, message, cause) in cases {
+        let (mut client, _) = tokio_tungstenite::connect_async(url(path)).await?;
+        client.send(Message::text(message)).await?;
+        let close = loop {
+            match receive(&mut client).await? {
+                Some(Message::Close(frame)) => break frame,
+                Some(_) => continue,
+                None => anyhow::bail!("{path}: the connection ended without a close frame"),
+            }
+        };
+        assert_eq!(close.map(|frame| u16::from(frame.code)), Some(1011), "{path}");
+        let line = failure_line(&log, path);
+        assert!(line.contains("connection=") && line.contains(cause), "{path}: {line}");
+        assert!(!line.contains("backtrace"), "one line, not a backtrace: {line}");
+        // The greeter, on the same host, is served all along.
+        greeter.send(Message::text(path)).await?;
+        assert_eq!(receive_text(&mut greeter).await?, format!("Hello {path}!"));
+    }
+    let growth = resident_bytes(&host).saturating_sub(before);
+    assert!(growth < 64 << 20, "the host grew by {} MiB", growth >> 20);
+    Ok(())
+}
