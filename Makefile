@@ -18,8 +18,10 @@ test: wasm-target
 	cargo test --workspace
 
 # Benchmarks: release builds, then the closed-loop client against wsplug and
-# the native baseline (see the README's Benchmarks section).
+# the native baseline, and the Node and Bun peers if npm can install them
+# (see the README's Benchmarks section).
 bench: guests
+	@if command -v npm >/dev/null; then cd bench/peers && npm install --silent --no-audit --no-fund; fi
 	cargo build --release -p wsplug -p wsplug-bench
 	target/release/wsplug-bench
 

@@ -1,6 +1,7 @@
 //! `wsplug-bench`: the same closed-loop client against wsplug (echo and
 //! greeter components) and a native tokio-tungstenite echo server, side by
-//! side in one run, with a table of ratios against the native baseline.
+//! side in one run, with a table of ratios against the native baseline; Node
+//! and Bun echo servers too when `bench/peers/` has them installed.
 //!
 //! Run it with `make bench` (release builds of everything). Each server runs
 //! in its own process; the client is this process. Figures: messages/s,
@@ -54,13 +55,22 @@ async fn run(idle_connections: usize) -> anyhow::Result<()> {
         Target { name: "wsplug + echo component", url: wsplug.url("/echo"), reply_overhead: 0 },
         Target { name: "wsplug + greeter component", url: wsplug.url("/greeter"), reply_overhead: 7 },
     ];
+    let node = Server::peer("node", "echo-node.mjs").await;
+    let bun = Server::peer("node_modules/.bin/bun", "echo-bun.js").await;
+    let mut peers = Vec::new();
+    for (name, server) in [("Node ws echo", &node), ("Bun echo", &bun)] {
+        match server {
+            Some(server) => peers.push(Target { name, url: server.url("/"), reply_overhead: 0 }),
+            None => println!("({name}: not installed in bench/peers, left out)"),
+        }
+    }
     println!("machine: {} cores; client and servers on 127.0.0.1", std::thread::available_parallelism()?.get());
     println!();
     println!("| scenario | server | msg/s | ratio | p50 µs | p90 µs | p99 µs | p99.9 µs |");
     println!("|---|---|---|---|---|---|---|---|");
     for (connections, size) in [(64, 32), (64, 16 * 1024)] {
         let mut baseline = None;
-        for target in &targets {
+        for target in targets.iter().chain(&peers) {
             let result = throughput(target, connections, size).await.with_context(|| target.name)?;
             let base = *baseline.get_or_insert(result.rate);
             println!(

@@ -1,7 +1,7 @@
 //! The servers under test, each in a process of its own so that the client
 //! does not share their threads: the native baseline (this binary,
-//! `native-echo`) and `target/release/wsplug serve` with the echo and greeter
-//! components.
+//! `native-echo`), `target/release/wsplug serve` with the echo and greeter
+//! components, and the Node and Bun peers when installed.
 
 use anyhow::Context as _;
 use std::io::{BufRead, BufReader};
@@ -30,8 +30,28 @@ fn root() -> PathBuf {
 
 impl Server {
     pub async fn native() -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe).arg("native-echo").stdout(Stdio::piped()).spawn()?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("native-echo");
+        Self::listening(command)
+    }
+
+    /// An echo server in another runtime, from `bench/peers/` (Node `ws`,
+    /// Bun): `None` if it is not installed there (`npm install` in
+    /// `bench/peers/`; `make bench` does it when npm is present).
+    pub async fn peer(program: &str, script: &str) -> Option<Self> {
+        let peers = root().join("bench/peers");
+        let program = if program.contains('/') { peers.join(program) } else { PathBuf::from(program) };
+        if !peers.join("node_modules").is_dir() {
+            return None;
+        }
+        let mut command = Command::new(program);
+        command.arg(peers.join(script));
+        Self::listening(command).ok()
+    }
+
+    /// Starts `command`, which prints `listening on ADDRESS` once ready.
+    fn listening(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
         let line = first_line_with(child.stdout.take().unwrap(), "listening on ")?;
         let address = line.trim_start_matches("listening on ").trim().to_owned();
         Ok(Self { child, address })
