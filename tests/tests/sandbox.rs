@@ -133,10 +133,10 @@ async fn a_guest_gets_only_the_environment_and_read_only_directories_granted() -
     Ok(())
 }
 
-/// This process's resident memory, in bytes (the server runs in it).
 #[tokio::test]
 async fn a_guest_that_never_reads_pushes_back_on_the_client() -> anyhow::Result<()> {
-    let server = TestServer::start(&[("/deaf", test_guest("deaf"))]).await?;
+    let server = TestServer::start(&[("/deaf", test_guest("deaf")), ("/greeter", example("greeter"))]).await?;
+    let mut greeter = server.connect("/greeter").await?;
     let mut client = server.connect("/deaf").await?;
     let message = Message::binary(vec![7; 256 * 1024]);
     let before = resident_bytes("self");
@@ -153,18 +153,19 @@ async fn a_guest_that_never_reads_pushes_back_on_the_client() -> anyhow::Result<
     let grown = resident_bytes("self").saturating_sub(before);
     assert!(sent < 64 << 20, "the host took {sent} bytes from a client its guest never reads");
     assert!(grown < 96 << 20, "memory grew by {grown} bytes");
-    Ok(())
+    greet(&mut greeter, "Peter").await
 }
 
 #[tokio::test]
 async fn a_guest_that_writes_endlessly_is_slowed_by_a_client_that_does_not_read() -> anyhow::Result<()> {
-    let server = TestServer::start(&[("/flood", test_guest("flood"))]).await?;
+    let server = TestServer::start(&[("/flood", test_guest("flood")), ("/greeter", example("greeter"))]).await?;
+    let mut greeter = server.connect("/greeter").await?;
     let before = resident_bytes("self");
     let _client = server.connect("/flood").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let grown = resident_bytes("self").saturating_sub(before);
     assert!(grown < 96 << 20, "memory grew by {grown} bytes while the guest wrote to a client that does not read");
-    Ok(())
+    greet(&mut greeter, "Peter").await
 }
 
 #[tokio::test]
