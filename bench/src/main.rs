@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use servers::Server;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -35,8 +36,14 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("native-echo") {
         return native::serve();
     }
-    let idle_connections: usize = std::env::var("WSPLUG_BENCH_IDLE").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
-    tokio::runtime::Runtime::new()?.block_on(run(idle_connections))
+    let idle_connections = setting("WSPLUG_BENCH_IDLE", 1000);
+    let in_flight = setting("WSPLUG_BENCH_IN_FLIGHT", 1).max(1);
+    tokio::runtime::Runtime::new()?.block_on(run(idle_connections, in_flight))
+}
+
+/// A number from the environment, or `default`.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
 
 /// One server under test: a name and the URL of its endpoint.
@@ -47,7 +54,7 @@ struct Target {
     reply_overhead: usize,
 }
 
-async fn run(idle_connections: usize) -> anyhow::Result<()> {
+async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
     let native = Server::native().await?;
     let wsplug = Server::wsplug().await?;
     let targets = [
@@ -71,10 +78,10 @@ async fn run(idle_connections: usize) -> anyhow::Result<()> {
     for (connections, size) in [(64, 32), (64, 16 * 1024)] {
         let mut baseline = None;
         for target in targets.iter().chain(&peers) {
-            let result = throughput(target, connections, size).await.with_context(|| target.name)?;
+            let result = throughput(target, connections, size, in_flight).await.with_context(|| target.name)?;
             let base = *baseline.get_or_insert(result.rate);
             println!(
-                "| {connections} conns × {} | {} | {:.0} | {:.2} | {} | {} | {} | {} |",
+                "| {connections} conns × {} × {in_flight} in flight | {} | {:.0} | {:.2} | {} | {} | {} | {} |",
                 human_size(size),
                 target.name,
                 result.rate,
@@ -159,9 +166,10 @@ struct Throughput {
     latency: Histogram<u64>,
 }
 
-/// `connections` clients, each sending a `size`-byte text message and
-/// waiting for its answer before sending the next (one in flight each).
-async fn throughput(target: &Target, connections: usize, size: usize) -> anyhow::Result<Throughput> {
+/// `connections` clients, each keeping `in_flight` `size`-byte text messages
+/// on their way: a reply lets the next message go (closed loop). Latency is
+/// from a message's send to its reply.
+async fn throughput(target: &Target, connections: usize, size: usize, in_flight: usize) -> anyhow::Result<Throughput> {
     let payload = "x".repeat(size);
     let start = Instant::now();
     let measure_from = start + WARM_UP;
@@ -174,12 +182,17 @@ async fn throughput(target: &Target, connections: usize, size: usize) -> anyhow:
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3)?;
             let mut count = 0u64;
-            while Instant::now() < end {
-                let sent = Instant::now();
-                socket.send(Message::text(payload.as_str())).await?;
+            let mut sent_at = VecDeque::with_capacity(in_flight);
+            while !sent_at.is_empty() || Instant::now() < end {
+                // Top up to `in_flight` while the run lasts.
+                while sent_at.len() < in_flight && Instant::now() < end {
+                    socket.send(Message::text(payload.as_str())).await?;
+                    sent_at.push_back(Instant::now());
+                }
                 let reply = socket.next().await.context("connection closed")??;
                 anyhow::ensure!(reply.len() == expected, "unexpected reply of {} bytes", reply.len());
-                if sent >= measure_from {
+                let sent = sent_at.pop_front().context("a reply to nothing")?;
+                if sent >= measure_from && sent < end {
                     latency.record(sent.elapsed().as_micros() as u64)?;
                     count += 1;
                 }
