@@ -117,8 +117,8 @@ where
     // The guest and the writer's loop live in this block; once it ends they
     // are gone (the instance with them) and the writer is free for the close
     // frame.
+    let path = info.path.clone();
     let close = {
-        let path = info.path.clone();
         let mut guest = pin!(run_guest(guest, info, incoming_rx, closed_rx, outgoing_tx));
         let mut write =
             pin!(write_client(&mut writer, outgoing_rx, replies_rx, &activity, ping_interval, idle_timeout));
@@ -142,7 +142,6 @@ where
                         // through the end of its input.
                         ReadEnd::Closed => true,
                         ReadEnd::Violation { frame, in_message } => {
-                            tracing::debug!(connection = id, "closing with {}: {}", u16::from(frame.code), frame.reason);
                             if in_message {
                                 break Some(frame);
                             }
@@ -200,6 +199,11 @@ where
         }
     };
     if let Some(frame) = &close {
+        // Failures are warned about above; say why the host closed a
+        // connection for anything else but a normal end or a shutdown.
+        if !matches!(frame.code, CloseCode::Normal | CloseCode::Error) && !shutdown.is_cancelled() {
+            tracing::info!(connection = id, path, code = u16::from(frame.code), reason = %frame.reason, "closing");
+        }
         writer.queue_close(Some(frame));
     }
     // Whatever is still queued (the close frame, or the echo of the

@@ -284,3 +284,30 @@ async fn hostile_guests_close_only_their_own_connections_and_are_logged_with_the
     assert!(growth < 64 << 20, "the host grew by {} MiB", growth >> 20);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_guest_that_never_writes_is_closed_as_idle_and_logged() -> anyhow::Result<()> {
+    let config = std::env::temp_dir().join(format!("wsplug-idle-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("[[route]]\npath = \"/deaf\"\ncomponent = {:?}\nidle-timeout = 0.3\n", test_guest("deaf")),
+    )?;
+    let (_server, urls, log) = serve_with(&["--config".to_owned(), config.display().to_string()], 1);
+    let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;
+    match receive(&mut client).await? {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
+        other => anyhow::bail!("expected close 1001, got {other:?}"),
+    }
+    let line = tokio::task::spawn_blocking(move || {
+        loop {
+            let line = log.recv_timeout(HANG_GUARD).expect("the closing line in the log");
+            if line.contains("closing") {
+                return line;
+            }
+        }
+    })
+    .await?;
+    assert!(line.contains(r#"path="/deaf""#) && line.contains("code=1001") && line.contains("idle timeout"), "{line}");
+    std::fs::remove_file(config)?;
+    Ok(())
+}
