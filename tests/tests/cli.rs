@@ -37,6 +37,17 @@ fn serve(routes: &[(&str, PathBuf)]) -> (Running, Vec<String>, mpsc::Receiver<St
     serve_with(&args, routes.len())
 }
 
+/// Waits for the first log line that contains every one of `parts`.
+/// (Blocking: the server runs in a process of its own.)
+fn log_line(log: &mpsc::Receiver<String>, parts: &[&str]) -> String {
+    loop {
+        let line = log.recv_timeout(HANG_GUARD).unwrap_or_else(|_| panic!("no line with {parts:?} in the log"));
+        if parts.iter().all(|part| line.contains(part)) {
+            return line;
+        }
+    }
+}
+
 /// Starts `wsplug serve` with `args` on a free port, for `routes` routes.
 fn serve_with(args: &[String], routes: usize) -> (Running, Vec<String>, mpsc::Receiver<String>) {
     let mut command = Command::new(wsplug_binary());
@@ -111,15 +122,7 @@ async fn the_handler_gets_the_clients_close_frame_and_its_stdout_reaches_the_log
     client.close(Some(CloseFrame { code: CloseCode::Library(4000), reason: "bye".into() })).await?;
     while receive(&mut client).await?.is_some() {}
 
-    let logged = tokio::task::spawn_blocking(move || {
-        loop {
-            let line = log.recv_timeout(HANG_GUARD).expect("the guest's line in the log");
-            if line.contains("client closed with") {
-                return line;
-            }
-        }
-    })
-    .await?;
+    let logged = log_line(&log, &["client closed with"]);
     assert!(logged.contains(r#"client closed with 4000 "bye""#), "{logged}");
     assert!(
         logged.contains("connection=") && logged.contains(r#"path="/info""#) && logged.contains("stdout"),
@@ -167,15 +170,7 @@ async fn a_guest_sees_a_connection_lost_in_the_middle_of_a_message_as_1006() -> 
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.reset()?;
 
-    let logged = tokio::task::spawn_blocking(move || {
-        loop {
-            let line = log.recv_timeout(HANG_GUARD).expect("the guest's line in the log");
-            if line.contains("client closed with") || line.contains("without a close frame") {
-                return line;
-            }
-        }
-    })
-    .await?;
+    let logged = log_line(&log, &["wsplug::guest"]);
     assert!(logged.contains(r#"client closed with 1006 "connection lost in the middle of a message""#), "{logged}");
     Ok(())
 }
@@ -226,17 +221,6 @@ async fn a_100_mib_message_streams_through_the_greeter_in_a_few_mib_of_host_memo
     Ok(())
 }
 
-/// Waits for the log line that ends `path`'s connection: a warning that names
-/// the route, the connection and the cause.
-fn failure_line(log: &mpsc::Receiver<String>, path: &str) -> String {
-    loop {
-        let line = log.recv_timeout(HANG_GUARD).unwrap_or_else(|_| panic!("no failure logged for {path}"));
-        if line.contains("handler failed") && line.contains(&format!("path=\"{path}\"")) {
-            return line;
-        }
-    }
-}
-
 #[tokio::test]
 async fn hostile_guests_close_only_their_own_connections_and_are_logged_with_their_cause() -> anyhow::Result<()> {
     let routes = [
@@ -273,7 +257,7 @@ async fn hostile_guests_close_only_their_own_connections_and_are_logged_with_the
             }
         };
         assert_eq!(close.map(|frame| u16::from(frame.code)), Some(1011), "{path}");
-        let line = failure_line(&log, path);
+        let line = log_line(&log, &["handler failed", &format!("path=\"{path}\"")]);
         assert!(line.contains("connection=") && line.contains(cause), "{path}: {line}");
         assert!(!line.contains("backtrace"), "one line, not a backtrace: {line}");
         // The greeter, on the same host, is served all along.
@@ -298,15 +282,7 @@ async fn a_guest_that_never_writes_is_closed_as_idle_and_logged() -> anyhow::Res
         Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
         other => anyhow::bail!("expected close 1001, got {other:?}"),
     }
-    let line = tokio::task::spawn_blocking(move || {
-        loop {
-            let line = log.recv_timeout(HANG_GUARD).expect("the closing line in the log");
-            if line.contains("closing") {
-                return line;
-            }
-        }
-    })
-    .await?;
+    let line = log_line(&log, &["closing"]);
     assert!(line.contains(r#"path="/deaf""#) && line.contains("code=1001") && line.contains("idle timeout"), "{line}");
     std::fs::remove_file(config)?;
     Ok(())
