@@ -22,7 +22,7 @@ use crate::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo, Message as Wi
 use crate::runtime::{ConnectionCtx, GuestInstance, HandlerExports};
 use crate::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE, IncomingMessages, OutgoingMessages};
 use bytes::Bytes;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use wasmtime::component::{Accessor, FutureReader, StreamReader};
 use wsplug_wire::{Event, FrameReader, FrameWriter, ReadError, ReadLimits};
 
@@ -343,15 +343,12 @@ async fn read_client<R: AsyncRead + Unpin>(
     activity: &Activity,
     shutdown: &CancellationToken,
 ) -> ReadEnd {
-    let mut incoming = Some(incoming);
-    // The open streamed message's chunks, while the guest reads them.
-    let mut body: Option<mpsc::Sender<Bytes>> = None;
+    let mut input = Some(GuestInput { messages: incoming, body: None });
     let mut shutting_down = pin!(shutdown.cancelled());
     loop {
         let event = tokio::select! {
-            () = &mut shutting_down, if incoming.is_some() => {
-                incoming = None;
-                body = None;
+            () = &mut shutting_down, if input.is_some() => {
+                input = None;
                 continue;
             }
             event = reader.next() => event,
@@ -376,24 +373,26 @@ async fn read_client<R: AsyncRead + Unpin>(
             Event::Binary(data) => ClientMessage::Binary(data),
             Event::MessageStart { text } => {
                 let (sender, chunks) = mpsc::channel(INCOMING_CHUNK_QUEUE);
-                body = Some(sender);
+                if let Some(guest) = &mut input {
+                    guest.body = Some(sender);
+                }
                 if text { ClientMessage::TextStream(chunks) } else { ClientMessage::BinaryStream(chunks) }
             }
             Event::Chunk(chunk) => {
-                if let Some(sender) = &body {
-                    tokio::select! {
-                        // The guest dropped the message: discard the rest.
-                        sent = sender.send(chunk) => if sent.is_err() { body = None },
-                        () = &mut shutting_down => {
-                            incoming = None;
-                            body = None;
-                        }
-                    }
+                let Some(guest) = &mut input else { continue };
+                let Some(body) = &guest.body else { continue };
+                match hand_over(body, chunk, &mut shutting_down).await {
+                    Handed::Taken => {}
+                    // The guest dropped the message: discard the rest.
+                    Handed::Refused => guest.body = None,
+                    Handed::ShuttingDown => input = None,
                 }
                 continue;
             }
             Event::MessageEnd => {
-                body = None;
+                if let Some(guest) = &mut input {
+                    guest.body = None;
+                }
                 continue;
             }
             Event::Ping(payload) => {
@@ -410,22 +409,44 @@ async fn read_client<R: AsyncRead + Unpin>(
                 return ReadEnd::Closed;
             }
         };
-        let Some(sender) = &incoming else {
-            body = None;
-            continue;
-        };
-        tokio::select! {
+        let Some(guest) = &input else { continue };
+        match hand_over(&guest.messages, message, &mut shutting_down).await {
+            Handed::Taken => {}
             // Once the guest is gone nobody reads the queue; keep reading the
             // socket anyway so that the close handshake completes.
-            sent = sender.send(message) => if sent.is_err() {
-                incoming = None;
-                body = None;
-            },
-            () = &mut shutting_down => {
-                incoming = None;
-                body = None;
-            }
+            Handed::Refused | Handed::ShuttingDown => input = None,
         }
+    }
+}
+
+/// Where the client's messages go while the guest takes them. Dropping it
+/// ends the guest's input (and the open message's body): what the client
+/// sends after that is read and discarded.
+struct GuestInput {
+    messages: mpsc::Sender<ClientMessage>,
+    /// The open streamed message's chunks, while the guest reads them.
+    body: Option<mpsc::Sender<Bytes>>,
+}
+
+/// What became of an item handed to the guest.
+enum Handed {
+    Taken,
+    /// The guest dropped the stream it was for.
+    Refused,
+    /// The server began shutting down while the guest had not taken it.
+    ShuttingDown,
+}
+
+/// Waits until the guest takes `item` (there is room in `sender`) or the
+/// server shuts down.
+async fn hand_over<T>(
+    sender: &mpsc::Sender<T>,
+    item: T,
+    shutting_down: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+) -> Handed {
+    tokio::select! {
+        sent = sender.send(item) => if sent.is_ok() { Handed::Taken } else { Handed::Refused },
+        () = shutting_down => Handed::ShuttingDown,
     }
 }
 

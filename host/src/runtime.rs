@@ -135,9 +135,9 @@ impl Runtime {
         Self::with_config(Config::new())
     }
 
-    /// The runtime `config` asks for: instances from a pool with room for
-    /// `max-connections` instances of the largest route `memory-limit`,
-    /// unless `instance-pool = false`.
+    /// The runtime `config` asks for: with `instance-pool = true`, instances
+    /// from a pool with room for `max-connections` instances of the largest
+    /// route `memory-limit`; otherwise memory on demand.
     pub fn for_config(config: &crate::Config) -> anyhow::Result<Self> {
         if !config.instance_pool {
             return Self::new();

@@ -186,6 +186,16 @@ pub struct RawFrame {
     pub payload: Vec<u8>,
 }
 
+impl RawFrame {
+    /// The code of a close frame; `None` for any other frame.
+    pub fn close_code(&self) -> Option<u16> {
+        match (self.opcode, self.payload.as_slice()) {
+            (8, [high, low, ..]) => Some(u16::from_be_bytes([*high, *low])),
+            _ => None,
+        }
+    }
+}
+
 /// A minimal WebSocket client that shows frames exactly as the server sent
 /// them (tungstenite's client reassembles fragmented messages).
 pub struct RawClient {

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -46,6 +46,21 @@ fn log_line(log: &mpsc::Receiver<String>, parts: &[&str]) -> String {
             return line;
         }
     }
+}
+
+/// Starts `wsplug serve --config` with a config file of one route whose
+/// text is `config` (the file is gone once the server has read it).
+fn serve_config(config: &str) -> (Running, Vec<String>, mpsc::Receiver<String>) {
+    static FILES: AtomicUsize = AtomicUsize::new(0);
+    let file = std::env::temp_dir().join(format!(
+        "wsplug-test-{}-{}.toml",
+        std::process::id(),
+        FILES.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&file, config).expect("a temporary config file");
+    let served = serve_with(&["--config".to_owned(), file.display().to_string()], 1);
+    std::fs::remove_file(file).expect("the temporary config file");
+    served
 }
 
 /// Starts `wsplug serve` with `args` on a free port, for `routes` routes.
@@ -178,15 +193,10 @@ async fn a_guest_sees_a_connection_lost_in_the_middle_of_a_message_as_1006() -> 
 #[tokio::test]
 async fn a_100_mib_message_streams_through_the_greeter_in_a_few_mib_of_host_memory() -> anyhow::Result<()> {
     const SIZE: usize = 100 << 20;
-    let config = std::env::temp_dir().join(format!("wsplug-large-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "[[route]]\npath = \"/greeter\"\ncomponent = {:?}\nmax-message-size = {SIZE}\nmax-frame-size = {SIZE}\n",
-            example("greeter")
-        ),
-    )?;
-    let (server, urls, _log) = serve_with(&["--config".to_owned(), config.display().to_string()], 1);
+    let (server, urls, _log) = serve_config(&format!(
+        "[[route]]\npath = \"/greeter\"\ncomponent = {:?}\nmax-message-size = {SIZE}\nmax-frame-size = {SIZE}\n",
+        example("greeter")
+    ));
     let host = server.0.id().to_string();
     let unlimited = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
     let (client, _) = tokio_tungstenite::connect_async_with_config(urls[0].as_str(), Some(unlimited), false).await?;
@@ -217,7 +227,6 @@ async fn a_100_mib_message_streams_through_the_greeter_in_a_few_mib_of_host_memo
     assert!(reply.starts_with("Hello aaa") && reply.ends_with("aaa!"));
     let growth = peak.saturating_sub(before);
     assert!(growth < 16 << 20, "the host grew by {} MiB for a 100 MiB message", growth >> 20);
-    std::fs::remove_file(config)?;
     Ok(())
 }
 
@@ -271,12 +280,10 @@ async fn hostile_guests_close_only_their_own_connections_and_are_logged_with_the
 
 #[tokio::test]
 async fn a_guest_that_never_writes_is_closed_as_idle_and_logged() -> anyhow::Result<()> {
-    let config = std::env::temp_dir().join(format!("wsplug-idle-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!("[[route]]\npath = \"/deaf\"\ncomponent = {:?}\nidle-timeout = 0.3\n", test_guest("deaf")),
-    )?;
-    let (_server, urls, log) = serve_with(&["--config".to_owned(), config.display().to_string()], 1);
+    let (_server, urls, log) = serve_config(&format!(
+        "[[route]]\npath = \"/deaf\"\ncomponent = {:?}\nidle-timeout = 0.3\n",
+        test_guest("deaf")
+    ));
     let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;
     match receive(&mut client).await? {
         Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
@@ -284,6 +291,5 @@ async fn a_guest_that_never_writes_is_closed_as_idle_and_logged() -> anyhow::Res
     }
     let line = log_line(&log, &["closing"]);
     assert!(line.contains(r#"path="/deaf""#) && line.contains("code=1001") && line.contains("idle timeout"), "{line}");
-    std::fs::remove_file(config)?;
     Ok(())
 }
