@@ -7,6 +7,15 @@
 //! max-connections = 10000     # WebSocket connections, whole host
 //! handshake-timeout = 10      # seconds to send complete request headers
 //! shutdown-grace = 10         # seconds guests get to finish on shutdown
+//! admin-listen = "127.0.0.1:8081" # the admin API (publishing); off if absent
+//! admin-token = "s3cret"      # bearer token the admin API requires, if set
+//!
+//! [topics]
+//! max-message-size = 1048576  # largest published message, in bytes
+//!
+//! [[static]]
+//! path = "/"                  # URL prefix
+//! dir = "web"                 # directory served there (relative to this file)
 //!
 //! [[route]]
 //! path = "/greeter"
@@ -21,9 +30,13 @@
 //! cpu-budget = 1              # seconds a guest may compute without a break
 //! env = { GREETING = "Hello" } # environment variables granted to the guest
 //! dirs = [{ host = "static", guest = "/static" }]  # read-only directories
+//! max-topics = 64             # topics a connection may join or subscribe to
+//! max-buffered = 1048576      # bytes of topic messages queued per connection
+//! slow-subscriber = "drop"    # or "close" (1008) when max-buffered is full
 //! ```
 
 use crate::runtime::GuestPolicy;
+use crate::topics::SlowSubscriber;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -60,9 +73,50 @@ pub struct Config {
     /// connections are closed with 1001. Default 10 s.
     #[serde(default = "defaults::shutdown_grace", with = "seconds")]
     pub shutdown_grace: Duration,
+    /// Where the admin API listens (publishing to topics); never on the
+    /// public port. Default: no admin API.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// The bearer token the admin API requires; default none (anyone who
+    /// reaches the admin address may publish).
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Host-wide topic settings, `[topics]`.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// Directories served as static files, `[[static]]` tables.
+    #[serde(default, rename = "static")]
+    pub static_dirs: Vec<StaticDir>,
     /// The routes, `[[route]]` tables.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// Host-wide topic settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TopicsConfig {
+    /// The largest message a publish takes (from a handler or the admin
+    /// API), in bytes. Default 1 MiB.
+    #[serde(default = "defaults::topic_message_size")]
+    pub max_message_size: usize,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self { max_message_size: defaults::topic_message_size() }
+    }
+}
+
+/// A directory served as static files under a URL prefix, on paths that are
+/// not WebSocket routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StaticDir {
+    /// The URL prefix, e.g. `/` or `/assets`.
+    pub path: String,
+    /// The directory (relative to the config file).
+    pub dir: PathBuf,
 }
 
 /// One route: a path served by a component, with its limits.
@@ -113,6 +167,18 @@ pub struct RouteConfig {
     /// Host directories granted to the guest, read-only. Default none.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
+    /// Topics a connection may hold at once (joined or subscribed); more is
+    /// an error result for the handler. Default 64.
+    #[serde(default = "defaults::max_topics")]
+    pub max_topics: usize,
+    /// Bytes of topic messages that may wait for one connection (for its
+    /// socket and its handler's subscriptions together). Default 1 MiB.
+    #[serde(default = "defaults::max_buffered")]
+    pub max_buffered: usize,
+    /// What happens when a topic message does not fit in `max-buffered`:
+    /// `drop` it (default) or `close` the connection with 1008.
+    #[serde(default)]
+    pub slow_subscriber: SlowSubscriber,
 }
 
 /// A host directory a route's guests may read.
@@ -134,6 +200,10 @@ impl Default for Config {
             instance_pool: defaults::instance_pool(),
             handshake_timeout: defaults::handshake_timeout(),
             shutdown_grace: defaults::shutdown_grace(),
+            admin_listen: None,
+            admin_token: None,
+            topics: TopicsConfig::default(),
+            static_dirs: Vec::new(),
             routes: Vec::new(),
         }
     }
@@ -155,6 +225,9 @@ impl RouteConfig {
             cpu_budget: defaults::cpu_budget(),
             env: BTreeMap::new(),
             dirs: Vec::new(),
+            max_topics: defaults::max_topics(),
+            max_buffered: defaults::max_buffered(),
+            slow_subscriber: SlowSubscriber::default(),
         }
     }
 
@@ -183,6 +256,9 @@ impl Config {
             for dir in &mut route.dirs {
                 dir.host = base.join(&dir.host);
             }
+        }
+        for served in &mut config.static_dirs {
+            served.dir = base.join(&served.dir);
         }
         Ok(config)
     }
@@ -214,13 +290,31 @@ impl Config {
                 || route.max_frame_size == 0
                 || route.memory_limit == 0
                 || route.cpu_budget.is_zero()
+                || route.max_buffered == 0
             {
                 bail!(
-                    "route {}: max-connections, max-message-size, max-frame-size, memory-limit and cpu-budget \
-                     must be positive",
+                    "route {}: max-connections, max-message-size, max-frame-size, memory-limit, cpu-budget \
+                     and max-buffered must be positive",
                     route.path
                 );
             }
+        }
+        for served in &self.static_dirs {
+            if !served.path.starts_with('/') {
+                bail!("static path `{}` must start with `/`", served.path);
+            }
+            if self.routes.iter().any(|route| route.path == served.path) {
+                bail!("`{}` is both a route and a static path", served.path);
+            }
+            if !served.dir.is_dir() {
+                bail!("static path {}: {} is not a directory", served.path, served.dir.display());
+            }
+        }
+        if self.admin_listen.is_some_and(|admin| admin == self.listen && admin.port() != 0) {
+            bail!("admin-listen must not be the public address {}", self.listen);
+        }
+        if self.topics.max_message_size == 0 {
+            bail!("[topics] max-message-size must be positive");
         }
         if self.max_connections == 0 {
             bail!("max-connections must be positive");
@@ -273,6 +367,15 @@ mod defaults {
     }
     pub fn cpu_budget() -> Duration {
         Duration::from_secs(1)
+    }
+    pub fn topic_message_size() -> usize {
+        1 << 20
+    }
+    pub fn max_topics() -> usize {
+        64
+    }
+    pub fn max_buffered() -> usize {
+        1 << 20
     }
 }
 

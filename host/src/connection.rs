@@ -6,13 +6,17 @@
 //!                 │ pongs, close echo
 //!                 ▼
 //!  client ◀── write_client ◀─(mpsc)── OutgoingMessages ◀── guest output
+//!                 ▲
+//!                 └──(topic queue)── Broker: frames published to joined topics
 //! ```
 //!
 //! The reader passes each message on as its frames arrive (a streamed
 //! message's chunks go through a channel of their own), answers pings and
 //! echoes the client's close through the writer, and answers protocol
 //! violations with the right close code. Besides the guest's messages, the
-//! writer sends keep-alive pings and watches for idleness.
+//! writer sends the frames of the topics the connection joined (between the
+//! guest's messages, never inside a streamed one), keep-alive pings, and
+//! watches for idleness.
 //!
 //! All of it runs on the connection's task: the two pumps and the store's
 //! event loop are futures joined together, with no task per message. The
@@ -21,6 +25,7 @@
 use crate::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo, Message as WitMessage};
 use crate::runtime::{ConnectionCtx, GuestInstance, HandlerExports};
 use crate::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE, IncomingMessages, OutgoingMessages};
+use crate::topics::queue;
 use bytes::Bytes;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +72,8 @@ pub struct Session {
     pub id: u64,
     /// The handler's instance for this connection.
     pub guest: GuestInstance,
+    /// The frames of the topics the connection joins, for its client.
+    pub topics: queue::Receiver<Bytes>,
     /// What the handler is told about the connection.
     pub info: ConnectionInfo,
     /// Close after this long without traffic (zero: never).
@@ -92,6 +99,7 @@ pub struct Session {
 /// | invalid UTF-8 in a text message | 1007 ¹ |
 /// | any other protocol violation by the client | 1002 ¹ |
 /// | no traffic for the idle timeout | 1001 `idle timeout` |
+/// | a topic message over `max-buffered`, with `slow-subscriber = "close"` | 1008 `too slow for its topics` |
 /// | server shutdown: input ended, output done or grace over | 1001 `server shutting down` |
 /// | the client closes | its close frame, echoed; the guest's input ends and it gets up to a second to finish |
 ///
@@ -102,7 +110,8 @@ pub async fn serve<S>(io: S, session: Session)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Session { id, guest, info, idle_timeout, ping_interval, shutdown, shutdown_grace, limits } = session;
+    let Session { id, guest, topics, info, idle_timeout, ping_interval, shutdown, shutdown_grace, limits } = session;
+    let topic_budget = topics.budget().clone();
     let (read_half, write_half) = tokio::io::split(io);
     let mut writer = FrameWriter::new(write_half);
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
@@ -121,7 +130,7 @@ where
     let close = {
         let mut guest = pin!(run_guest(guest, info, incoming_rx, closed_rx, outgoing_tx));
         let mut write =
-            pin!(write_client(&mut writer, outgoing_rx, replies_rx, &activity, ping_interval, idle_timeout));
+            pin!(write_client(&mut writer, outgoing_rx, replies_rx, topics, &activity, ping_interval, idle_timeout));
         let mut guest_done = false;
         let mut write_done = false;
         let mut client_closed = false;
@@ -182,6 +191,9 @@ where
                     deadline.as_mut().reset(Instant::now() + shutdown_grace);
                     false
                 }
+                () = topic_budget.too_slow(), if !client_closed => {
+                    break Some(close_frame(CloseCode::Policy, "too slow for its topics"));
+                }
                 () = &mut deadline, if shutting_down || client_closed || violation.is_some() => {
                     if client_closed {
                         break None;
@@ -212,6 +224,10 @@ where
     let flushed = matches!(tokio::time::timeout(CLOSE_TIMEOUT, writer.flush()).await, Ok(Ok(())));
     if close.is_some() && flushed && !read_done && tokio::time::timeout(CLOSE_TIMEOUT, read).await.is_err() {
         tracing::debug!(connection = id, "client did not answer the close frame in time");
+    }
+    let dropped = topic_budget.dropped();
+    if dropped > 0 {
+        tracing::info!(connection = id, path, dropped, "topic messages dropped: the connection could not keep up");
     }
     tracing::debug!(connection = id, "connection closed");
 }
@@ -475,18 +491,21 @@ struct OpenBody {
 ///
 /// A streamed message goes out as a fragmented one: a frame per chunk, sent
 /// as it comes so that the client sees the message while the guest is still
-/// writing it, then an empty final frame. Frames that are ready together go
-/// out in one write.
+/// writing it, then an empty final frame. Topic frames go out between the
+/// guest's messages. Frames that are ready together go out in one write.
 async fn write_client<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
     mut outgoing: mpsc::Receiver<GuestMessage>,
     mut replies: mpsc::Receiver<Reply>,
+    mut topics: queue::Receiver<Bytes>,
     activity: &Activity,
     ping_interval: Duration,
     idle_timeout: Duration,
 ) -> WriteEnd {
     let mut body: Option<OpenBody> = None;
     let mut reader_done = false;
+    // Once the guest is gone, so is every sender of topic frames.
+    let mut topics_done = false;
     let mut ping =
         (!ping_interval.is_zero()).then(|| tokio::time::interval_at(Instant::now() + ping_interval, ping_interval));
     // Re-armed only when it fires, not on every message.
@@ -531,6 +550,21 @@ async fn write_client<W: AsyncWrite + Unpin>(
                     }
                 }
             }
+            frame = topics.recv(), if body.is_none() && !topics_done => match frame {
+                Some(frame) => {
+                    activity.touch();
+                    writer.queue_frame(frame);
+                    // What else is queued goes in the same write.
+                    while let Some(frame) = topics.try_recv() {
+                        writer.queue_frame(frame);
+                    }
+                    !outgoing.is_empty()
+                }
+                None => {
+                    topics_done = true;
+                    continue;
+                }
+            },
             message = outgoing.recv(), if body.is_none() => match message {
                 None => {
                     return match writer.flush().await {

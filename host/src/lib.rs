@@ -24,12 +24,13 @@ pub mod bindings;
 pub mod config;
 pub mod connection;
 pub mod guest_log;
-pub mod handshake;
+pub mod http;
 pub mod runtime;
-pub mod server;
 pub mod streams;
-pub mod upgrade;
+pub mod topics;
 
-pub use config::{Config, DirGrant, RouteConfig};
+pub use config::{Config, DirGrant, RouteConfig, StaticDir, TopicsConfig};
+pub use http::admin::Admin;
+pub use http::server::{App, Routes, Server};
 pub use runtime::{GuestPolicy, Handler, InstancePool, Runtime};
-pub use server::{App, Routes, Server};
+pub use topics::{Broker, Published, SlowSubscriber, TopicError};

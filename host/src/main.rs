@@ -4,7 +4,8 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use wsplug::{App, Config, RouteConfig, Routes, Runtime, Server};
+use std::process::ExitCode;
+use wsplug::{Admin, App, Config, RouteConfig, Routes, Runtime, Server};
 
 mod talk;
 
@@ -47,6 +48,10 @@ struct ServeArgs {
     /// Open WebSocket connections allowed on the host [default: 10000].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Serve the admin API (publishing to topics) on this address; never
+    /// the public one [default: off].
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
 }
 
 fn parse_route(route: &str) -> anyhow::Result<RouteConfig> {
@@ -75,6 +80,9 @@ impl ServeArgs {
         if let Some(max) = self.max_connections {
             config.max_connections = max;
         }
+        if let Some(admin) = self.admin_listen {
+            config.admin_listen = Some(admin);
+        }
         for route in self.routes {
             config.set_route(route);
         }
@@ -83,8 +91,24 @@ impl ServeArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Runs the command; an error is printed as its message and its causes, one
+/// per line (never a backtrace, whatever `RUST_BACKTRACE` says), with exit
+/// code 1.
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Serve(args) => {
             let config = args.into_config()?;
             init_logging(&config.log);
@@ -112,10 +136,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Every component is compiled and checked before the port is bound.
     let routes = Routes::load(&Runtime::for_config(&config)?, &config.routes)?;
     let paths: Vec<String> = routes.paths().into_iter().map(str::to_owned).collect();
-    let server = Server::bind(config.listen, App::new(routes, &config)).await?;
+    let app = App::new(routes, &config);
+    let server = Server::bind(config.listen, app.clone()).await?;
+    let admin = match config.admin_listen {
+        Some(address) => Some(Admin::bind(address, app, config.admin_token.clone()).await?),
+        None => None,
+    };
     let address = server.local_addr()?;
     for path in paths {
         tracing::info!("serving ws://{address}{path}");
+    }
+    for served in &config.static_dirs {
+        tracing::info!("serving {} at http://{address}{}", served.dir.display(), served.path);
+    }
+    let stopped = tokio_util::sync::CancellationToken::new();
+    if let Some(admin) = admin {
+        tracing::info!("admin API on http://{}", admin.local_addr()?);
+        let stopped = stopped.clone();
+        tokio::spawn(async move { admin.run_until(stopped.cancelled_owned()).await });
     }
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot wait for SIGTERM")?;
@@ -126,6 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 _ = terminate.recv() => {}
             }
             tracing::info!("shutting down");
+            stopped.cancel();
         })
         .await;
     tracing::info!("stopped");

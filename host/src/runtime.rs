@@ -1,12 +1,14 @@
-//! The WebAssembly side of the host: one [`Runtime`] (engine and linker) per
-//! process, one [`Handler`] per route, compiled and pre-instantiated once at
-//! startup, and a fresh [`Store`] per connection.
+//! The WebAssembly side of the host: one [`Runtime`] (engine and linker, with
+//! WASI and the topics import) per process, one [`Handler`] per route,
+//! compiled and pre-instantiated once at startup, and a fresh [`Store`] per
+//! connection.
 
 use crate::bindings::{
     FlowHandler, FlowHandlerIndices, HandshakeHandler, HandshakeHandlerIndices, SinkSourceHandler,
     SinkSourceHandlerIndices,
 };
 use crate::guest_log::GuestLog;
+use crate::topics::{self, TopicsCtx};
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,12 +23,13 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 /// and of the yields that let a busy guest share its thread.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The state of one connection's store: what WASI needs and the guest's
-/// limits. The connection's own state lives in the guest and dies with the
-/// store.
+/// The state of one connection's store: what WASI needs, the connection's
+/// topics and the guest's limits. The connection's own state lives in the
+/// guest and dies with the store.
 pub struct ConnectionCtx {
     wasi: WasiCtx,
     table: ResourceTable,
+    topics: TopicsCtx,
     memory: StoreLimits,
     cpu: CpuMeter,
 }
@@ -183,9 +186,10 @@ impl Runtime {
                 }
             })
             .context("cannot start the epoch thread")?;
-        let mut linker = Linker::new(&engine);
+        let mut linker: Linker<ConnectionCtx> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        topics::add_to_linker(&mut linker, |ctx| &mut ctx.topics)?;
         Ok(Self { engine, linker })
     }
 
@@ -260,10 +264,16 @@ pub(crate) enum HandlerExports {
 }
 
 impl Handler {
-    /// A fresh instance in a fresh store, for `connection` on `path`. The
-    /// guest gets what its route's policy grants and nothing else; its stdout
-    /// and stderr go to the host's log; its memory and CPU time are limited.
-    pub(crate) async fn instantiate(&self, connection: u64, path: &str) -> wasmtime::Result<GuestInstance> {
+    /// A fresh instance in a fresh store, for `connection` on `path`, with
+    /// the connection's `topics`. The guest gets what its route's policy
+    /// grants and nothing else; its stdout and stderr go to the host's log;
+    /// its memory and CPU time are limited.
+    pub(crate) async fn instantiate(
+        &self,
+        connection: u64,
+        path: &str,
+        topics: TopicsCtx,
+    ) -> wasmtime::Result<GuestInstance> {
         let (stdout, stderr) = GuestLog::pair(connection, path);
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
@@ -275,7 +285,7 @@ impl Handler {
         }
         let memory = StoreLimitsBuilder::new().memory_size(self.policy.memory).trap_on_grow_failure(true).build();
         let cpu = CpuMeter::new(self.policy.cpu_budget);
-        let ctx = ConnectionCtx { wasi: wasi.build(), table: ResourceTable::new(), memory, cpu };
+        let ctx = ConnectionCtx { wasi: wasi.build(), table: ResourceTable::new(), topics, memory, cpu };
         let mut store = Store::new(self.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.memory);
         store.set_epoch_deadline(1);

@@ -31,6 +31,7 @@ pub mod sink_source {
         default_bindings_module: "wsplug_sdk::bindings::sink_source",
         with: {
             "wsplug:websocket/types@0.1.0": super::flow::wsplug::websocket::types,
+            "wsplug:websocket/topics@0.1.0": super::flow::wsplug::websocket::topics,
             "wasi:clocks/types@0.3.0": super::flow::wasi::clocks::types,
             "wasi:clocks/monotonic-clock@0.3.0": super::flow::wasi::clocks::monotonic_clock,
         },

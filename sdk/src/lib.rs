@@ -10,6 +10,10 @@
 //! Both macros also export the optional `handshake` interface: by default
 //! with the host's own policy, or with your [`Handshake`] implementation.
 //!
+//! A handler reaches other connections through [`topics`]: join a topic so
+//! that its messages go straight to the client, publish to it, or subscribe
+//! to handle its messages yourself.
+//!
 //! ```ignore
 //! use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing};
 //!
@@ -37,6 +41,7 @@ mod handshake;
 mod message;
 mod outgoing;
 mod time;
+pub mod topics;
 
 pub use bindings::{Acceptance, ConnectionInfo, Decision, HandshakeRequest, Message, Rejection};
 pub use message::{BinaryChunks, Incoming, TextChunks};

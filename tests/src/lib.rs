@@ -11,7 +11,10 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wsplug::{App, Config, RouteConfig, Routes, Runtime, Server};
+use wsplug::{Admin, App, Config, RouteConfig, Routes, Runtime, Server};
+
+pub mod browser;
+pub mod cli;
 
 /// Guards every wait in the tests so that a bug fails a test instead of
 /// hanging it. Not a performance threshold: nothing here should take more
@@ -104,6 +107,20 @@ impl TestServer {
         .await
     }
 
+    /// Starts the admin API for this server's app on `127.0.0.1:0`, with
+    /// `token` if given; returns its address.
+    pub async fn admin(&self, token: Option<&str>) -> anyhow::Result<SocketAddr> {
+        let admin = Admin::bind("127.0.0.1:0".parse()?, self.app.clone(), token.map(str::to_owned)).await?;
+        let address = admin.local_addr()?;
+        tokio::spawn(admin.run_until(std::future::pending()));
+        Ok(address)
+    }
+
+    /// Waits until `topic` has `count` subscriptions on this server.
+    pub async fn subscribers(&self, topic: &str, count: usize) -> anyhow::Result<()> {
+        self.until(|app| app.broker().subscribers(topic) == count).await
+    }
+
     /// Opens a WebSocket connection to `path` (which may carry a query).
     pub async fn connect(&self, path: &str) -> anyhow::Result<Client> {
         let url = format!("ws://{}{path}", self.address);
@@ -156,6 +173,24 @@ pub async fn http_exchange(address: SocketAddr, request: &str) -> anyhow::Result
     let mut raw = Vec::new();
     guard(tcp.read_to_end(&mut raw)).await??;
     parse_response(&String::from_utf8(raw)?)
+}
+
+/// Publishes `body` to `topic` through the admin API at `admin` with a
+/// `POST /topics/{topic}` of `content_type`, with `token` if given.
+pub async fn admin_publish(
+    admin: SocketAddr,
+    topic: &str,
+    content_type: &str,
+    body: &str,
+    token: Option<&str>,
+) -> anyhow::Result<HttpResponse> {
+    let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request = format!(
+        "POST /topics/{topic} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n{authorization}\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_exchange(admin, &request).await
 }
 
 fn parse_response(raw: &str) -> anyhow::Result<HttpResponse> {

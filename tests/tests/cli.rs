@@ -2,94 +2,17 @@
 //! `wsplug talk` to the greeter; and a graceful stop on SIGTERM.
 
 use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wsplug_tests::{
-    HANG_GUARD, RawClient, example, guard, receive, receive_text, resident_bytes, test_guest, wsplug_binary,
-};
-
-/// Kills the server when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `wsplug serve` on a free port; returns it, the `ws://` URL of each
-/// route (read from its log) and the rest of its log, line by line.
-fn serve(routes: &[(&str, PathBuf)]) -> (Running, Vec<String>, mpsc::Receiver<String>) {
-    let mut args = Vec::new();
-    for (path, component) in routes {
-        args.extend(["--route".to_owned(), format!("{path}={}", component.display())]);
-    }
-    serve_with(&args, routes.len())
-}
-
-/// Waits for the first log line that contains every one of `parts`.
-/// (Blocking: the server runs in a process of its own.)
-fn log_line(log: &mpsc::Receiver<String>, parts: &[&str]) -> String {
-    loop {
-        let line = log.recv_timeout(HANG_GUARD).unwrap_or_else(|_| panic!("no line with {parts:?} in the log"));
-        if parts.iter().all(|part| line.contains(part)) {
-            return line;
-        }
-    }
-}
-
-/// Starts `wsplug serve --config` with a config file of one route whose
-/// text is `config` (the file is gone once the server has read it).
-fn serve_config(config: &str) -> (Running, Vec<String>, mpsc::Receiver<String>) {
-    static FILES: AtomicUsize = AtomicUsize::new(0);
-    let file = std::env::temp_dir().join(format!(
-        "wsplug-test-{}-{}.toml",
-        std::process::id(),
-        FILES.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&file, config).expect("a temporary config file");
-    let served = serve_with(&["--config".to_owned(), file.display().to_string()], 1);
-    std::fs::remove_file(file).expect("the temporary config file");
-    served
-}
-
-/// Starts `wsplug serve` with `args` on a free port, for `routes` routes.
-fn serve_with(args: &[String], routes: usize) -> (Running, Vec<String>, mpsc::Receiver<String>) {
-    let mut command = Command::new(wsplug_binary());
-    command.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
-    let mut server = Running(command.stderr(Stdio::piped()).spawn().expect("cannot start wsplug serve"));
-    // The server logs one `serving ws://...` line per route once it listens.
-    let mut log = BufReader::new(server.0.stderr.take().unwrap());
-    let mut urls = Vec::new();
-    while urls.len() < routes {
-        let mut line = String::new();
-        assert!(log.read_line(&mut line).unwrap() > 0, "wsplug serve exited; log so far: {urls:?}");
-        if let Some(url) = line.split_whitespace().find(|word| word.starts_with("ws://")) {
-            urls.push(url.to_owned());
-        }
-    }
-    // Keep reading the log so that the server never blocks on it.
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in log.lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (server, urls, lines)
-}
+use wsplug_tests::cli::{log_line, serve, serve_config};
+use wsplug_tests::{RawClient, example, guard, receive, receive_text, resident_bytes, test_guest, wsplug_binary};
 
 #[test]
 fn serve_two_routes_and_talk_to_the_greeter() {

@@ -1,8 +1,14 @@
 //! Writes a server's frames: header and payload into one buffer, sent when
 //! the caller flushes, so that a burst of messages costs one write.
+//!
+//! A frame built elsewhere and shared (a topic message, framed once for all
+//! its subscribers by [`frame`]) is queued as it is, without a copy, and the
+//! flush hands the buffer and the shared frames to the socket as one
+//! vectored write.
 
-use bytes::{BufMut, BytesMut};
-use std::io;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, FrameHeader};
@@ -11,26 +17,47 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 /// more is about to be queued.
 const FLUSH_SIZE: usize = 64 * 1024;
 
+/// A whole server frame (unmasked, final) of `payload`, ready to be shared.
+pub fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut buffer = BytesMut::new();
+    put_frame(&mut buffer, opcode, true, payload);
+    buffer.freeze()
+}
+
+fn put_frame(buffer: &mut BytesMut, opcode: OpCode, is_final: bool, payload: &[u8]) {
+    let header = FrameHeader { is_final, opcode, ..FrameHeader::default() };
+    let length = payload.len() as u64;
+    buffer.reserve(header.len(length) + payload.len());
+    header.format(length, &mut buffer.writer()).expect("writing to memory does not fail");
+    buffer.extend_from_slice(payload);
+}
+
 /// Frames on their way to the client.
 #[derive(Debug)]
 pub struct FrameWriter<W> {
     io: W,
+    /// Frames built here, after the last of `shared`.
     buffer: BytesMut,
+    /// Shared frames, and the buffer's earlier contents, in order; empty
+    /// unless a shared frame was queued.
+    shared: Segments,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// A writer of frames to `io`.
     pub fn new(io: W) -> Self {
-        Self { io, buffer: BytesMut::new() }
+        Self { io, buffer: BytesMut::new(), shared: Segments::default() }
     }
 
     /// Queues one frame. Server frames are not masked.
     pub fn queue(&mut self, opcode: OpCode, is_final: bool, payload: &[u8]) {
-        let header = FrameHeader { is_final, opcode, ..FrameHeader::default() };
-        let length = payload.len() as u64;
-        self.buffer.reserve(header.len(length) + payload.len());
-        header.format(length, &mut (&mut self.buffer).writer()).expect("writing to memory does not fail");
-        self.buffer.extend_from_slice(payload);
+        put_frame(&mut self.buffer, opcode, is_final, payload);
+    }
+
+    /// Queues a whole frame made by [`frame`], without copying it.
+    pub fn queue_frame(&mut self, frame: Bytes) {
+        self.seal_buffer();
+        self.shared.push(frame);
     }
 
     /// Queues a close frame.
@@ -45,12 +72,103 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Whether enough is queued to be worth a write even if more is coming.
     pub fn wants_flush(&self) -> bool {
-        self.buffer.len() >= FLUSH_SIZE
+        self.buffer.len() + self.shared.remaining() >= FLUSH_SIZE
     }
 
     /// Sends everything queued. Cancel-safe: what was not sent stays queued.
     pub async fn flush(&mut self) -> io::Result<()> {
-        self.io.write_all_buf(&mut self.buffer).await?;
+        if self.shared.is_empty() {
+            self.io.write_all_buf(&mut self.buffer).await?;
+        } else {
+            self.seal_buffer();
+            self.io.write_all_buf(&mut self.shared).await?;
+        }
         self.io.flush().await
+    }
+
+    /// Moves what the buffer holds behind the shared frames, keeping the
+    /// order in which frames were queued.
+    fn seal_buffer(&mut self) {
+        if !self.buffer.is_empty() {
+            self.shared.push(self.buffer.split().freeze());
+        }
+    }
+}
+
+/// A queue of byte segments read as one buffer, so that writing it is one
+/// vectored write.
+#[derive(Debug, Default)]
+struct Segments {
+    segments: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Segments {
+    fn push(&mut self, segment: Bytes) {
+        self.remaining += segment.len();
+        self.segments.push_back(segment);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+}
+
+impl Buf for Segments {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.segments.front().map_or(&[], |segment| segment.as_ref())
+    }
+
+    fn chunks_vectored<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slice, segment) in slices.iter_mut().zip(&self.segments) {
+            *slice = IoSlice::new(segment);
+            filled += 1;
+        }
+        filled
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        assert!(count <= self.remaining, "advanced past the end of the segments");
+        self.remaining -= count;
+        while count > 0 {
+            let front = self.segments.front_mut().expect("counted in remaining");
+            if count < front.len() {
+                front.advance(count);
+                return;
+            }
+            count -= front.len();
+            self.segments.pop_front();
+        }
+        // Empty segments are never pushed, so none is left at the front.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
+
+    #[tokio::test]
+    async fn shared_frames_go_out_in_the_order_they_were_queued() {
+        let shared = frame(OpCode::Data(Data::Text), b"topic");
+        let mut writer = FrameWriter::new(Vec::new());
+        writer.queue(OpCode::Data(Data::Text), true, b"one");
+        writer.queue_frame(shared.clone());
+        writer.queue(OpCode::Data(Data::Binary), true, b"two");
+        writer.queue_frame(shared.clone());
+        writer.flush().await.unwrap();
+        let mut expected = BytesMut::new();
+        put_frame(&mut expected, OpCode::Data(Data::Text), true, b"one");
+        expected.extend_from_slice(&shared);
+        put_frame(&mut expected, OpCode::Data(Data::Binary), true, b"two");
+        expected.extend_from_slice(&shared);
+        assert_eq!(writer.io, expected);
+        // The shared frame's bytes were not copied into the writer.
+        assert!(writer.buffer.is_empty() && writer.shared.is_empty());
     }
 }

@@ -2,8 +2,8 @@
 //! RFC 6455 section 4.2 over HTTP/1.1, RFC 8441 (extended CONNECT) over
 //! HTTP/2; subprotocol choice; the HTTP answers to requests that fail it.
 
+use super::{Body, full};
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -28,7 +28,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// The HTTP answer for this rejection.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<Body> {
         let (status, body) = match self {
             Rejection::NotWebSocket => (StatusCode::BAD_REQUEST, "Not a valid websocket request!"),
             Rejection::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "A websocket upgrade must use GET."),
@@ -59,8 +59,8 @@ impl Rejection {
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// A plain-text response.
-pub fn text_response(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+pub fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
@@ -68,9 +68,9 @@ pub fn text_response(status: StatusCode, body: &'static str) -> Response<Full<By
 
 /// Checks an upgrade request; on success returns the response to send,
 /// before any subprotocol is chosen.
-pub fn accept<B>(request: &Request<B>) -> Result<Response<Full<Bytes>>, Rejection> {
+pub fn accept<B>(request: &Request<B>) -> Result<Response<Body>, Rejection> {
     let headers = request.headers();
-    let mut response = Response::new(Full::default());
+    let mut response = Response::new(full(Bytes::new()));
     if request.version() == Version::HTTP_2 {
         // RFC 8441: an extended CONNECT with `:protocol websocket`, answered
         // with 200; no key, no accept value.

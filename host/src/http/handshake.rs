@@ -4,11 +4,10 @@
 //! a subprotocol the client did not offer, a bad header or a status that is
 //! not an error is the handler's fault, answered with 500 and logged.
 
+use super::upgrade::{self, text_response};
+use super::{Body, full};
 use crate::bindings::{Decision, HandshakeRequest};
 use crate::runtime::GuestInstance;
-use crate::upgrade::{self, text_response};
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
@@ -22,7 +21,7 @@ pub enum Verdict {
         headers: HeaderMap,
     },
     /// Answer with this response instead.
-    Reject(Response<Full<Bytes>>),
+    Reject(Response<Body>),
 }
 
 /// Headers a handler may not set: they belong to the upgrade itself.
@@ -89,7 +88,7 @@ pub async fn decide<B>(
                 Ok(headers) => headers,
                 Err(fault) => return handler_fault(id, fault),
             };
-            let mut response = Response::new(Full::new(Bytes::from(rejection.body)));
+            let mut response = Response::new(full(rejection.body));
             *response.status_mut() = status;
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
             response.headers_mut().extend(headers);

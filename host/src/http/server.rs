@@ -1,17 +1,21 @@
-//! The HTTP side: the accept loop ([`Server`]), and per connection ([`App`])
-//! HTTP/1.1 and HTTP/2, routing by path, connection limits and the hand-over
-//! of an accepted WebSocket to [`connection::serve`]; graceful shutdown.
+//! The accept loop ([`Server`]), and per connection ([`App`]) HTTP/1.1 and
+//! HTTP/2, routing by path (WebSocket routes first, then static files),
+//! connection limits and the hand-over of an accepted WebSocket to
+//! [`connection::serve`]; graceful shutdown.
 
+use super::Body;
+use super::handshake::{self, Verdict};
+use super::static_files::StaticFiles;
+use super::upgrade::{self, Rejection, text_response};
 use crate::bindings::ConnectionInfo;
 use crate::config::{Config, RouteConfig};
 use crate::connection::{self, Session};
-use crate::handshake::{self, Verdict};
 use crate::runtime::{Handler, Runtime};
 use crate::streams::{CHUNK_SIZE, STRICT_MESSAGE_LIMIT};
-use crate::upgrade::{self, Rejection, text_response};
+use crate::topics::{Broker, Budget, TopicsCtx, queue};
 use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
@@ -82,6 +86,8 @@ pub struct App {
 
 struct AppInner {
     routes: Routes,
+    static_files: StaticFiles,
+    broker: Arc<Broker>,
     /// Host-wide WebSocket connection permits.
     permits: Arc<Semaphore>,
     handshake_timeout: Duration,
@@ -116,6 +122,8 @@ impl App {
         Self {
             inner: Arc::new(AppInner {
                 routes,
+                static_files: StaticFiles::new(&config.static_dirs),
+                broker: Broker::new(config.topics.max_message_size),
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 handshake_timeout: config.handshake_timeout,
                 shutdown_grace: config.shutdown_grace,
@@ -136,6 +144,11 @@ impl App {
     /// WebSocket connections open now.
     pub fn open_websockets(&self) -> usize {
         self.inner.open_websockets.load(Ordering::Relaxed)
+    }
+
+    /// The host's topics: publish to them from outside a handler.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.inner.broker
     }
 
     /// Serves HTTP/1.1 and cleartext HTTP/2 (both with WebSocket upgrades) on
@@ -166,10 +179,13 @@ impl App {
         }
     }
 
-    /// Answers one request: 404 for an unknown path, the handshake's verdict
-    /// for a WebSocket route.
-    async fn route(&self, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Answers one request: the handshake's verdict for a WebSocket route,
+    /// a file for a static path, else 404.
+    async fn route(&self, mut request: Request<Incoming>) -> Response<Body> {
         let Some(route) = self.inner.routes.routes.get(request.uri().path()) else {
+            if let Some(file) = self.inner.static_files.serve(&request).await {
+                return drained(request, file).await;
+            }
             return drained(request, text_response(StatusCode::NOT_FOUND, "Unknown resource!")).await;
         };
         let mut response = match upgrade::accept(&request) {
@@ -180,9 +196,12 @@ impl App {
             return drained(request, Rejection::TooManyConnections.into_response()).await;
         };
         let id = self.inner.connection_ids.fetch_add(1, Ordering::Relaxed);
+        let (topic_frames, topic_queue) =
+            queue::channel(Budget::new(route.config.max_buffered, route.config.slow_subscriber));
+        let topics = TopicsCtx::new(self.inner.broker.clone(), id, topic_frames, route.config.max_topics);
         // The instance that decides the handshake is the one that serves the
         // connection: what it learns there stays for the connection.
-        let mut guest = match route.handler.instantiate(id, &route.config.path).await {
+        let mut guest = match route.handler.instantiate(id, &route.config.path, topics).await {
             Ok(guest) => guest,
             Err(err) if err.is::<PoolConcurrencyLimitError>() => {
                 // Only if the pool is smaller than the connection caps allow.
@@ -211,6 +230,7 @@ impl App {
         let session = Session {
             id,
             guest,
+            topics: topic_queue,
             info: connection_info(&request, subprotocol),
             idle_timeout: route.config.idle_timeout,
             ping_interval: route.config.ping_interval,
@@ -340,7 +360,7 @@ fn connection_info<B>(request: &Request<B>, subprotocol: Option<String>) -> Conn
 /// Discards the body of a request that is answered without being served, so
 /// that the connection can carry the next request. A body larger than
 /// [`DRAIN_LIMIT`] is not worth reading: the connection is closed instead.
-async fn drained(request: Request<Incoming>, mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+async fn drained(request: Request<Incoming>, mut response: Response<Body>) -> Response<Body> {
     // HTTP/2 resets just the stream; only HTTP/1 needs the connection closed.
     let http1 = request.version() < hyper::Version::HTTP_2;
     let mut body = request.into_body();
