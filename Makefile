@@ -1,7 +1,7 @@
 # The README's commands. `make demo` serves the greeter and talks to it;
 # `make test` runs every test. Both install what they need first.
 
-.PHONY: demo test bench autobahn fuzz guests wasm-target
+.PHONY: demo chat test bench autobahn fuzz guests wasm-target chromium
 
 # Guests are built for wasm32-wasip2, which cargo does not install by itself.
 wasm-target:
@@ -14,7 +14,17 @@ demo: guests
 	cargo build -p wsplug
 	./scripts/demo.sh
 
-test: wasm-target
+# The chat example: its page at http://127.0.0.1:8080/, its admin API (for
+# publishing with curl) at 127.0.0.1:8081.
+chat: guests
+	cargo build -p wsplug
+	target/debug/wsplug serve --config guest-examples/chat/wsplug.toml
+
+# The browser test drives Debian's Chromium (installed here if missing).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: wasm-target chromium
 	cargo test --workspace
 
 # Benchmarks: release builds, then the closed-loop client against wsplug and

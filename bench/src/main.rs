@@ -7,8 +7,11 @@
 //! in its own process; the client is this process. Figures: messages/s,
 //! latency percentiles, connection setup rate (connect + first message +
 //! close), the server's resident memory per idle connection, and the time
-//! and server memory one 100 MiB message takes through the greeter.
+//! and server memory one 100 MiB message takes through the greeter. Then
+//! fan-out: one topic published to N subscribers, wsplug against Bun's
+//! `server.publish` (see `fanout.rs`).
 
+mod fanout;
 mod native;
 mod servers;
 
@@ -126,7 +129,10 @@ async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
         (LARGE_MESSAGE >> 20) as f64 / elapsed.as_secs_f64(),
         growth as f64 / f64::from(1 << 20),
     );
-    Ok(())
+    // The fan-out starts servers of its own.
+    drop((native, wsplug, node, bun));
+    println!();
+    fanout::report().await
 }
 
 /// Sends one `size`-byte text message (one frame) while reading the reply;

@@ -1,19 +1,29 @@
 //! The servers under test, each in a process of its own so that the client
 //! does not share their threads: the native baseline (this binary,
 //! `native-echo`), `target/release/wsplug serve` with the echo and greeter
-//! components, and the Node and Bun peers when installed.
+//! components or with the feed component and its admin API, and the Node
+//! and Bun peers when installed.
 
 use anyhow::Context as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 /// The largest message the greeter takes in the benchmark.
 const LARGE: usize = 128 << 20;
 
+/// How long a server may take to say it is ready (wsplug compiles its
+/// components first).
+const STARTUP: Duration = Duration::from_secs(60);
+
 pub struct Server {
     child: Child,
+    /// Where it takes WebSockets, `IP:PORT`.
     address: String,
+    /// Where its admin API listens, if it has one.
+    admin: Option<String>,
 }
 
 impl Drop for Server {
@@ -35,9 +45,10 @@ impl Server {
         Self::listening(command)
     }
 
-    /// An echo server in another runtime, from `bench/peers/` (Node `ws`,
-    /// Bun): `None` if it is not installed there (`npm install` in
-    /// `bench/peers/`; `make bench` does it when npm is present).
+    /// A server in another runtime, from `bench/peers/` (Node `ws` and Bun
+    /// echo servers, Bun pub/sub): `None` if it is not installed there
+    /// (`npm install` in `bench/peers/`; `make bench` does it when npm is
+    /// present).
     pub async fn peer(program: &str, script: &str) -> Option<Self> {
         let peers = root().join("bench/peers");
         let program = if program.contains('/') { peers.join(program) } else { PathBuf::from(program) };
@@ -52,26 +63,49 @@ impl Server {
     /// Starts `command`, which prints `listening on ADDRESS` once ready.
     fn listening(mut command: Command) -> anyhow::Result<Self> {
         let mut child = command.stdout(Stdio::piped()).spawn()?;
-        let line = first_line_with(child.stdout.take().unwrap(), "listening on ")?;
-        let address = line.trim_start_matches("listening on ").trim().to_owned();
-        Ok(Self { child, address })
+        let stdout = child.stdout.take().unwrap();
+        // Dropped (killed) if it never gets ready.
+        let mut server = Self { child, address: String::new(), admin: None };
+        let lines = lines_with(stdout, &["listening on "])?;
+        server.address = lines[0].trim_start_matches("listening on ").trim().to_owned();
+        Ok(server)
     }
 
     /// `wsplug serve` with the echo and the greeter; the greeter takes
-    /// messages of up to 128 MiB in one frame. `WSPLUG_BENCH_POOL=1` turns
-    /// the instance pool on.
+    /// messages of up to 128 MiB in one frame.
     pub async fn wsplug() -> anyhow::Result<Self> {
-        let root = root();
-        let wsplug = root.join("target/release/wsplug");
-        let components = root.join("guest-examples/target/wasm32-wasip2/release");
-        let pool = std::env::var("WSPLUG_BENCH_POOL").is_ok_and(|value| value == "1");
-        let config = format!(
-            "instance-pool = {pool}\nmax-connections = 20000\n\n\
-             [[route]]\npath = \"/echo\"\ncomponent = {:?}\n\n\
+        let components = root().join("guest-examples/target/wasm32-wasip2/release");
+        let routes = format!(
+            "[[route]]\npath = \"/echo\"\ncomponent = {:?}\n\n\
              [[route]]\npath = \"/greeter\"\ncomponent = {:?}\nmax-message-size = {LARGE}\nmax-frame-size = {LARGE}\n",
             components.join("echo.wasm"),
             components.join("greeter.wasm"),
         );
+        Self::wsplug_serving(&routes, false)
+    }
+
+    /// `wsplug serve` with the feed component at `/feed` (a connection to
+    /// `/feed?topic=NAME` gets what is published to topic `feed:NAME`) and
+    /// the admin API, which publishes. Subscribers are never closed as idle
+    /// nor pinged; each has 1 MiB for deliveries not yet written, and
+    /// messages to a full one are dropped.
+    pub async fn wsplug_feed() -> anyhow::Result<Self> {
+        let feed = root().join("guest-examples/target/wasm32-wasip2/release/feed.wasm");
+        let routes = format!(
+            "[[route]]\npath = \"/feed\"\ncomponent = {feed:?}\nidle-timeout = 0\nping-interval = 0\n\
+             max-buffered = 1048576\nslow-subscriber = \"drop\"\n",
+        );
+        Self::wsplug_serving(&routes, true)
+    }
+
+    /// Starts `target/release/wsplug serve` with `routes` on a free port,
+    /// and with `admin`, its admin API on another. `WSPLUG_BENCH_POOL=1`
+    /// turns the instance pool on.
+    fn wsplug_serving(routes: &str, admin: bool) -> anyhow::Result<Self> {
+        let wsplug = root().join("target/release/wsplug");
+        let pool = std::env::var("WSPLUG_BENCH_POOL").is_ok_and(|value| value == "1");
+        let admin_listen = if admin { "admin-listen = \"127.0.0.1:0\"\n" } else { "" };
+        let config = format!("instance-pool = {pool}\nmax-connections = 20000\n{admin_listen}\n{routes}");
         let config_file = std::env::temp_dir().join(format!("wsplug-bench-{}.toml", std::process::id()));
         std::fs::write(&config_file, config)?;
         let mut child = Command::new(&wsplug)
@@ -81,19 +115,31 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {} (make bench builds it)", wsplug.display()))?;
-        let line = first_line_with(child.stderr.take().unwrap(), "serving ws://")?;
+        let stderr = child.stderr.take().unwrap();
+        // Dropped (killed) if it never gets ready.
+        let mut server = Self { child, address: String::new(), admin: None };
+        let markers: &[&str] = if admin { &["serving ws://", "admin API on http://"] } else { &["serving ws://"] };
+        let lines = lines_with(stderr, markers);
         // Read at startup; not needed any more.
         std::fs::remove_file(&config_file)?;
-        let url = line.split_whitespace().find(|word| word.starts_with("ws://")).context("no URL")?;
-        let address = url.trim_start_matches("ws://").split('/').next().context("no address")?.to_owned();
-        Ok(Self { child, address })
+        let lines = lines?;
+        server.address = address_in(&lines[0], "ws://")?;
+        server.admin = lines.get(1).map(|line| address_in(line, "http://")).transpose()?;
+        Ok(server)
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.address)
     }
 
-    /// The server process's resident memory, in bytes.
+    /// Where topics are published, `IP:PORT`: the admin API, or the server
+    /// itself for a peer that has none (Bun).
+    pub fn publish_address(&self) -> &str {
+        self.admin.as_deref().unwrap_or(&self.address)
+    }
+
+    /// The server process's resident memory, in bytes (a peer's too:
+    /// `node_modules/.bin/bun` is the Bun executable itself).
     pub fn resident_bytes(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kib: u64 = status
@@ -105,16 +151,39 @@ impl Server {
     }
 }
 
-/// Reads `output` until a line containing `marker`; after that, passes its
-/// lines on to this process's stderr (a server's warnings belong in the
-/// report).
-fn first_line_with(output: impl std::io::Read + Send + 'static, marker: &str) -> anyhow::Result<String> {
-    let mut lines = BufReader::new(output).lines();
-    loop {
-        let line = lines.next().context("the server exited before it was ready")??;
-        if line.contains(marker) {
-            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| eprintln!("  server: {line}")));
-            return Ok(line);
+/// Reads `output` until it has had, for each of `markers`, a line
+/// containing it, in any order, and returns those lines in the order of
+/// `markers`; passes every other line on to this process's stderr (a
+/// server's warnings and errors belong in the report). Fails if the server
+/// exits, or takes longer than [`STARTUP`], before that.
+fn lines_with(output: impl std::io::Read + Send + 'static, markers: &[&str]) -> anyhow::Result<Vec<String>> {
+    let (found, receiver) = std::sync::mpsc::channel();
+    let mut pending: Vec<(usize, String)> = markers.iter().map(|marker| marker.to_string()).enumerate().collect();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            if let Some(at) = pending.iter().position(|(_, marker)| line.contains(marker.as_str())) {
+                let (index, _) = pending.swap_remove(at);
+                let _ = found.send((index, line));
+            } else {
+                eprintln!("  server: {line}");
+            }
         }
+    });
+    let deadline = Instant::now() + STARTUP;
+    let mut lines = vec![String::new(); markers.len()];
+    for _ in markers {
+        let (index, line) = match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(found) => found,
+            Err(RecvTimeoutError::Timeout) => anyhow::bail!("the server was not ready after {STARTUP:?}"),
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the server exited before it was ready"),
+        };
+        lines[index] = line;
     }
+    Ok(lines)
+}
+
+/// The `IP:PORT` of the first `scheme` URL in `line`.
+fn address_in(line: &str, scheme: &str) -> anyhow::Result<String> {
+    let url = line.split_whitespace().find(|word| word.starts_with(scheme)).context("no URL")?;
+    Ok(url.trim_start_matches(scheme).split('/').next().context("no address")?.to_owned())
 }

@@ -85,25 +85,46 @@ impl<D: GuestProgress + 'static> StreamProducer<D> for IncomingMessages {
     fn poll_produce<'a>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut store: StoreContextMut<'a, D>,
-        mut destination: Destination<'a, Message, Option<Message>>,
+        store: StoreContextMut<'a, D>,
+        destination: Destination<'a, Message, Option<Message>>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        // A zero-length read asks whether we are ready; say yes rather than
-        // take a message the guest may never read.
-        if destination.remaining(&mut store) == Some(0) {
-            return Poll::Ready(Ok(StreamResult::Completed));
+        produce_one(
+            cx,
+            store,
+            destination,
+            finish,
+            |cx| self.messages.poll_recv(cx),
+            |message, store| to_guest(message, store),
+        )
+    }
+}
+
+/// One step of a producer that hands the guest one item at a time, as each
+/// arrives: `receive` polls its source, `to_guest` makes the guest's item of
+/// what it gives. The source ending ends the stream.
+pub(crate) fn produce_one<'a, D: GuestProgress + 'static, T, U>(
+    cx: &mut Context<'_>,
+    mut store: StoreContextMut<'a, D>,
+    mut destination: Destination<'a, T, Option<T>>,
+    finish: bool,
+    receive: impl FnOnce(&mut Context<'_>) -> Poll<Option<U>>,
+    to_guest: impl FnOnce(U, &mut StoreContextMut<'a, D>) -> wasmtime::Result<T>,
+) -> Poll<wasmtime::Result<StreamResult>> {
+    // A zero-length read asks whether we are ready; say yes rather than take
+    // an item the guest may never read.
+    if destination.remaining(&mut store) == Some(0) {
+        return Poll::Ready(Ok(StreamResult::Completed));
+    }
+    match receive(cx) {
+        Poll::Ready(Some(item)) => {
+            store.data_mut().guest_made_progress();
+            destination.set_buffer(Some(to_guest(item, &mut store)?));
+            Poll::Ready(Ok(StreamResult::Completed))
         }
-        match self.messages.poll_recv(cx) {
-            Poll::Ready(Some(message)) => {
-                store.data_mut().guest_made_progress();
-                destination.set_buffer(Some(to_guest(message, &mut store)?));
-                Poll::Ready(Ok(StreamResult::Completed))
-            }
-            Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
-            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
-            Poll::Pending => Poll::Pending,
-        }
+        Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
+        Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -133,26 +154,21 @@ impl<D: GuestProgress + 'static> StreamProducer<D> for TextChunks {
     fn poll_produce<'a>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut store: StoreContextMut<'a, D>,
-        mut destination: Destination<'a, String, Option<String>>,
+        store: StoreContextMut<'a, D>,
+        destination: Destination<'a, String, Option<String>>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if destination.remaining(&mut store) == Some(0) {
-            return Poll::Ready(Ok(StreamResult::Completed));
-        }
-        match self.0.poll_recv(cx) {
-            Poll::Ready(Some(chunk)) => {
-                store.data_mut().guest_made_progress();
+        produce_one(
+            cx,
+            store,
+            destination,
+            finish,
+            |cx| self.0.poll_recv(cx),
+            |chunk, _| {
                 // The reader validated it and cut it on a character boundary.
-                let chunk = String::from_utf8(chunk.into())
-                    .map_err(|_| wasmtime::format_err!("text chunk cut inside a character"))?;
-                destination.set_buffer(Some(chunk));
-                Poll::Ready(Ok(StreamResult::Completed))
-            }
-            Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
-            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
-            Poll::Pending => Poll::Pending,
-        }
+                String::from_utf8(chunk.into()).map_err(|_| wasmtime::format_err!("text chunk cut inside a character"))
+            },
+        )
     }
 }
 

@@ -30,7 +30,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// The bound admin listener.
@@ -63,17 +62,9 @@ impl Admin {
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
         let mut stop = pin!(stop);
         loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+            let (tcp, _) = tokio::select! {
+                accepted = super::accept(&self.listener) => accepted,
                 () = &mut stop => break,
-            };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(err) => {
-                    tracing::warn!("admin accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
             };
             let api = self.api.clone();
             tokio::spawn(async move {

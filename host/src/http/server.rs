@@ -316,19 +316,9 @@ impl Server {
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
         let mut stop = pin!(stop);
         loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+            let (tcp, peer) = tokio::select! {
+                accepted = super::accept(&self.listener) => accepted,
                 () = &mut stop => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Typically out of file descriptors: wait for some to be
-                    // released instead of spinning.
-                    tracing::warn!("accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
             };
             // WebSocket messages are small and interactive: no Nagle delay.
             let _ = tcp.set_nodelay(true);

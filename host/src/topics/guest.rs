@@ -6,6 +6,7 @@ use super::broker::{Broker, Published, Subscriber, Target, TopicError, check_nam
 use super::queue::{self, Budget, Receiver};
 use crate::bindings::topics::{self as wit, TopicMessage};
 use crate::runtime::GuestProgress;
+use crate::streams::produce_one;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -150,32 +151,28 @@ impl<D: GuestProgress + 'static> StreamProducer<D> for Subscription {
     fn poll_produce<'a>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut store: StoreContextMut<'a, D>,
-        mut destination: Destination<'a, TopicMessage, Option<TopicMessage>>,
+        store: StoreContextMut<'a, D>,
+        destination: Destination<'a, TopicMessage, Option<TopicMessage>>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if destination.remaining(&mut store) == Some(0) {
-            return Poll::Ready(Ok(StreamResult::Completed));
-        }
-        match self.messages.poll_recv(cx) {
-            Poll::Ready(Some(message)) => {
-                store.data_mut().guest_made_progress();
-                let message = if message.text {
+        // The broker holds a sender for as long as the registration lives,
+        // which is as long as this stream: it ends only with the store.
+        produce_one(
+            cx,
+            store,
+            destination,
+            finish,
+            |cx| self.messages.poll_recv(cx),
+            |message, _| {
+                Ok(if message.text {
                     // Published text is a guest's string or checked UTF-8.
                     let text = String::from_utf8(message.payload.into())
                         .map_err(|_| wasmtime::format_err!("published text is not UTF-8"))?;
                     TopicMessage::Text(text)
                 } else {
                     TopicMessage::Binary(message.payload.into())
-                };
-                destination.set_buffer(Some(message));
-                Poll::Ready(Ok(StreamResult::Completed))
-            }
-            // The broker holds a sender for as long as the registration
-            // lives, which is as long as this stream.
-            Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
-            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
-            Poll::Pending => Poll::Pending,
-        }
+                })
+            },
+        )
     }
 }
