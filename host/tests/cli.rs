@@ -22,6 +22,39 @@ fn a_missing_component_file_is_a_startup_error_naming_it() {
 }
 
 #[test]
+fn an_error_is_its_message_and_causes_even_with_rust_backtrace_set() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wsplug"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--route", "/greeter=missing/greeter.wasm"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("cannot run wsplug");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr(&output);
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.first(), Some(&"error: route /greeter"), "{stderr}");
+    assert!(lines[1..].iter().all(|line| line.starts_with("  caused by: ")), "{stderr}");
+    assert!(stderr.contains("  caused by: cannot read component file missing/greeter.wasm"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}
+
+#[test]
+fn a_static_directory_that_does_not_exist_is_a_startup_error() {
+    let dir = std::env::temp_dir().join(format!("wsplug-cli-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("site.toml");
+    std::fs::write(
+        &config,
+        "[[static]]\npath = \"/\"\ndir = \"web\"\n\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n",
+    )
+    .unwrap();
+    let output = wsplug(&["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr(&output);
+    assert!(stderr.contains("static path /") && stderr.contains("web is not a directory"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_file_that_is_not_a_component_is_a_startup_error() {
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let output = wsplug(&["serve", "--listen", "127.0.0.1:0", "--route", &format!("/x={manifest}")]);
