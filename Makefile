@@ -1,7 +1,7 @@
 # The README's commands. `make demo` serves the greeter and talks to it;
 # `make test` runs every test. Both install what they need first.
 
-.PHONY: demo chat test bench autobahn fuzz guests wasm-target chromium
+.PHONY: demo chat test bench autobahn fuzz guests wasm-target test-services
 
 # Guests are built for wasm32-wasip2, which cargo does not install by itself.
 wasm-target:
@@ -20,11 +20,16 @@ chat: guests
 	cargo build -p wsplug
 	target/debug/wsplug serve --config guest-examples/chat/wsplug.toml
 
-# The browser test drives Debian's Chromium (installed here if missing).
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+# Real services some tests need, from Debian (installed here if missing):
+# Chromium for the browser test, redis-server for topics across hosts (the
+# tests start their own servers; none is left running).
+test-services:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
 
-test: wasm-target chromium
+test: wasm-target test-services
 	cargo test --workspace
 
 # Benchmarks: release builds, then the closed-loop client against wsplug and

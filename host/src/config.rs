@@ -12,6 +12,7 @@
 //!
 //! [topics]
 //! max-message-size = 1048576  # largest published message, in bytes
+//! redis = "redis://127.0.0.1:6379" # topics across hosts; default: this host only
 //!
 //! [[static]]
 //! path = "/"                  # URL prefix
@@ -100,11 +101,16 @@ pub struct TopicsConfig {
     /// API), in bytes. Default 1 MiB.
     #[serde(default = "defaults::topic_message_size")]
     pub max_message_size: usize,
+    /// A Redis URL (`redis://HOST:PORT`): every publish then goes through
+    /// Redis pub/sub and reaches subscribers on every host that uses it.
+    /// Default none: topics stay within this host.
+    #[serde(default)]
+    pub redis: Option<String>,
 }
 
 impl Default for TopicsConfig {
     fn default() -> Self {
-        Self { max_message_size: defaults::topic_message_size() }
+        Self { max_message_size: defaults::topic_message_size(), redis: None }
     }
 }
 
@@ -315,6 +321,9 @@ impl Config {
         }
         if self.topics.max_message_size == 0 {
             bail!("[topics] max-message-size must be positive");
+        }
+        if let Some(url) = &self.topics.redis {
+            crate::topics::redis::check_url(url).context("[topics] redis")?;
         }
         if self.max_connections == 0 {
             bail!("max-connections must be positive");

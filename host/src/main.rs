@@ -52,6 +52,10 @@ struct ServeArgs {
     /// the public one [default: off].
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Topics across hosts on this Redis, e.g. `redis://127.0.0.1:6379`
+    /// [default: topics stay within this host].
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 fn parse_route(route: &str) -> anyhow::Result<RouteConfig> {
@@ -82,6 +86,9 @@ impl ServeArgs {
         }
         if let Some(admin) = self.admin_listen {
             config.admin_listen = Some(admin);
+        }
+        if let Some(redis) = self.redis {
+            config.topics.redis = Some(redis);
         }
         for route in self.routes {
             config.set_route(route);

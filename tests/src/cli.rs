@@ -66,18 +66,22 @@ pub fn serve_with(args: &[String], urls_expected: usize) -> (Running, Vec<String
     // API's address, once it listens.
     let mut log = BufReader::new(server.0.stderr.take().unwrap());
     let mut urls = Vec::new();
+    // Lines before the last URL that are not URLs still belong to the log.
+    let mut early = Vec::new();
     while urls.len() < urls_expected {
         let mut line = String::new();
-        assert!(log.read_line(&mut line).unwrap() > 0, "wsplug serve exited; log so far: {urls:?}");
+        assert!(log.read_line(&mut line).unwrap() > 0, "wsplug serve exited; log so far: {urls:?} {early:?}");
         let logs_url = line.contains("serving ws://") || line.contains("admin API on http://");
-        if let Some(url) = line.split_whitespace().find(|word| word.starts_with("ws://") || word.starts_with("http://"))
-            && logs_url
-        {
-            urls.push(url.to_owned());
+        match line.split_whitespace().find(|word| word.starts_with("ws://") || word.starts_with("http://")) {
+            Some(url) if logs_url => urls.push(url.to_owned()),
+            _ => early.push(line.trim_end().to_owned()),
         }
     }
     // Keep reading the log so that the server never blocks on it.
     let (lines_tx, lines) = mpsc::channel();
+    for line in early {
+        lines_tx.send(line).expect("the receiver is here");
+    }
     std::thread::spawn(move || {
         for line in log.lines() {
             let Ok(line) = line else { break };

@@ -15,6 +15,7 @@ use wsplug::{Admin, App, Config, RouteConfig, Routes, Runtime, Server};
 
 pub mod browser;
 pub mod cli;
+pub mod redis;
 
 /// Guards every wait in the tests so that a bug fails a test instead of
 /// hanging it. Not a performance threshold: nothing here should take more

@@ -123,7 +123,7 @@ impl App {
             inner: Arc::new(AppInner {
                 routes,
                 static_files: StaticFiles::new(&config.static_dirs),
-                broker: Broker::new(config.topics.max_message_size),
+                broker: Broker::new(&config.topics),
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 handshake_timeout: config.handshake_timeout,
                 shutdown_grace: config.shutdown_grace,

@@ -1,11 +1,15 @@
-//! The in-process broker: who joined or subscribed to which topic, and the
-//! publish that reaches them all.
+//! The broker: who on this host joined or subscribed to which topic (the
+//! [`Registry`]), the publish that reaches them all, and, with Redis, the
+//! [`Relay`] that carries publishes to and from the other hosts.
 
 use super::queue::{Delivery, Sender};
+use super::redis::{Interest, Relay};
+use crate::config::TopicsConfig;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// The longest topic name, in bytes.
@@ -92,18 +96,31 @@ pub(crate) struct Subscriber {
     pub target: Target,
 }
 
-/// The topics of one host and their subscribers.
+/// The topics of a host: its own subscribers, and with Redis the other
+/// hosts'.
 #[derive(Debug)]
 pub struct Broker {
-    topics: RwLock<HashMap<String, HashMap<u64, Subscriber>>>,
-    subscription_ids: AtomicU64,
+    registry: Arc<Registry>,
+    /// Carries publishes across hosts; `None`: this host is on its own.
+    relay: Option<Relay>,
     max_message_size: usize,
 }
 
 impl Broker {
-    /// A broker that takes messages of up to `max_message_size` bytes.
-    pub fn new(max_message_size: usize) -> Arc<Self> {
-        Arc::new(Self { topics: RwLock::default(), subscription_ids: AtomicU64::new(0), max_message_size })
+    /// A broker as `config` says: on this host alone, or across hosts on
+    /// Redis (then it connects in the background, and must be created
+    /// inside a tokio runtime).
+    pub fn new(config: &TopicsConfig) -> Arc<Self> {
+        let (registry, relay) = match &config.redis {
+            None => (Arc::new(Registry::new(None)), None),
+            Some(url) => {
+                let (interest, interests) = mpsc::unbounded_channel();
+                let registry = Arc::new(Registry::new(Some(interest)));
+                let relay = Relay::start(url, Arc::downgrade(&registry), interests);
+                (registry, Some(relay))
+            }
+        };
+        Arc::new(Self { registry, relay, max_message_size: config.max_message_size })
     }
 
     /// The largest message a publish takes, in bytes.
@@ -113,36 +130,90 @@ impl Broker {
 
     /// Adds `subscriber` to `topic` (a checked name); the id removes it.
     pub(crate) fn subscribe(&self, topic: &str, subscriber: Subscriber) -> u64 {
-        let id = self.subscription_ids.fetch_add(1, Ordering::Relaxed);
-        let mut topics = self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        topics.entry(topic.to_owned()).or_default().insert(id, subscriber);
-        id
+        self.registry.subscribe(topic, subscriber)
     }
 
-    /// Removes subscription `id` from `topic`; a topic nobody holds is
-    /// forgotten.
+    /// Removes subscription `id` from `topic`.
     pub(crate) fn unsubscribe(&self, topic: &str, id: u64) {
-        let mut topics = self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(subscribers) = topics.get_mut(topic) {
-            subscribers.remove(&id);
-            if subscribers.is_empty() {
-                topics.remove(topic);
-            }
-        }
+        self.registry.unsubscribe(topic, id);
     }
 
     /// Publishes `message` to every subscriber of `topic` but those of
-    /// connection `except`, framing it once for all the sockets. Never
-    /// waits: a subscriber whose queues are full misses it (see
+    /// connection `except`: on this host at once, framed once for all the
+    /// sockets, and with Redis to the other hosts. Never waits: a
+    /// subscriber whose queues are full misses it (see
     /// [`SlowSubscriber`](super::SlowSubscriber)). Returns how many
-    /// subscribers it was queued for.
+    /// subscribers on this host it was queued for. With Redis, a publish
+    /// while Redis is unreachable is refused (`Unavailable`) and reaches
+    /// no one.
     pub fn publish(&self, topic: &str, message: Published, except: Option<u64>) -> Result<usize, TopicError> {
         check_name(topic)?;
         if message.payload.len() > self.max_message_size {
             return Err(TopicError::TooLarge(self.max_message_size as u64));
         }
+        if let Some(relay) = &self.relay {
+            relay.publish(topic, &message)?;
+        }
+        Ok(self.registry.deliver(topic, &message, except))
+    }
+
+    /// How many subscriptions `topic` has on this host now.
+    pub fn subscribers(&self, topic: &str) -> usize {
+        self.registry.subscribers(topic)
+    }
+}
+
+/// Who on this host joined or subscribed to which topic.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    topics: RwLock<HashMap<String, HashMap<u64, Subscriber>>>,
+    subscription_ids: AtomicU64,
+    /// Told when a topic gets its first subscriber here and when it loses
+    /// its last one (the relay's subscriptions follow), in that order: it
+    /// is sent to while the registry is locked.
+    interest: Option<mpsc::UnboundedSender<Interest>>,
+}
+
+impl Registry {
+    fn new(interest: Option<mpsc::UnboundedSender<Interest>>) -> Self {
+        Self { topics: RwLock::default(), subscription_ids: AtomicU64::new(0), interest }
+    }
+
+    fn subscribe(&self, topic: &str, subscriber: Subscriber) -> u64 {
+        let id = self.subscription_ids.fetch_add(1, Ordering::Relaxed);
+        let mut topics = self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let subscribers = topics.entry(topic.to_owned()).or_default();
+        if subscribers.is_empty() {
+            self.tell(Interest::Subscribe(topic.to_owned()));
+        }
+        subscribers.insert(id, subscriber);
+        id
+    }
+
+    /// A topic nobody holds any more is forgotten.
+    fn unsubscribe(&self, topic: &str, id: u64) {
+        let mut topics = self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(subscribers) = topics.get_mut(topic) {
+            subscribers.remove(&id);
+            if subscribers.is_empty() {
+                topics.remove(topic);
+                self.tell(Interest::Unsubscribe(topic.to_owned()));
+            }
+        }
+    }
+
+    fn tell(&self, interest: Interest) {
+        if let Some(sender) = &self.interest {
+            // Fails only once the relay has stopped, with the runtime.
+            let _ = sender.send(interest);
+        }
+    }
+
+    /// Queues `message` for every subscriber of `topic` here but those of
+    /// connection `except`; returns for how many it was queued.
+    pub(crate) fn deliver(&self, topic: &str, message: &Published, except: Option<u64>) -> usize {
         let topics = self.topics.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(subscribers) = topics.get(topic) else { return Ok(0) };
+        let Some(subscribers) = topics.get(topic) else { return 0 };
         let mut frame = None;
         let mut reached = 0;
         for subscriber in subscribers.values().filter(|subscriber| Some(subscriber.connection) != except) {
@@ -152,11 +223,10 @@ impl Broker {
             };
             reached += usize::from(delivery == Delivery::Queued);
         }
-        Ok(reached)
+        reached
     }
 
-    /// How many subscriptions `topic` has now.
-    pub fn subscribers(&self, topic: &str) -> usize {
+    fn subscribers(&self, topic: &str) -> usize {
         let topics = self.topics.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         topics.get(topic).map_or(0, HashMap::len)
     }
@@ -180,7 +250,7 @@ mod tests {
 
     #[test]
     fn a_publish_is_framed_once_and_shared_by_every_socket() {
-        let broker = Broker::new(1024);
+        let broker = Broker::new(&TopicsConfig { max_message_size: 1024, redis: None });
         let mut receivers = Vec::new();
         for connection in 0..3 {
             let (sender, receiver) = channel(Budget::new(1024, SlowSubscriber::Drop));

@@ -12,12 +12,14 @@
 //! publisher never waits on a slow subscriber and no queue grows past its
 //! connection's `max-buffered`.
 //!
-//! The [`Broker`] is the one seam between publishers and subscribers: a
-//! broker across hosts plugs in behind it.
+//! The [`Broker`] is the one seam between publishers and subscribers. With
+//! `[topics] redis`, its relay carries every publish to the other hosts on
+//! Redis pub/sub and delivers theirs here ([`redis`]).
 
 mod broker;
 mod guest;
 pub mod queue;
+pub mod redis;
 
 pub use broker::{Broker, MAX_NAME_LENGTH, Published, TopicError, check_name};
 pub use guest::TopicsCtx;
