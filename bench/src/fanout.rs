@@ -1,7 +1,8 @@
 //! Fan-out: N subscriber connections to one topic and one publisher, wsplug
 //! (the feed component, published to through its admin API) against Bun's
 //! `server.publish` (uWebSockets pub/sub, `bench/peers/fanout-bun.js`), with
-//! the same client.
+//! the same client; and two wsplug hosts on one Redis (`redis-server`, when
+//! installed), half the subscribers on each, publishing on the first.
 //!
 //! For each server and each N, a fresh server process: the subscribers
 //! connect (spread over [`SUBSCRIBER_TASKS`] tasks) and a probe is
@@ -65,6 +66,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN: Duration = Duration::from_secs(2);
 
 const WSPLUG: &str = "wsplug + feed component";
+const WSPLUG_REDIS: &str = "2 × wsplug + feed, Redis between";
 const BUN: &str = "Bun publish";
 
 /// Runs the fan-out for each subscriber count and prints its table.
@@ -93,11 +95,25 @@ pub async fn report() -> anyhow::Result<()> {
                  regions and vm.max_map_count is {max_map_count}; `sysctl -w vm.max_map_count=262144` allows it)"
             ));
         } else {
-            let server = Server::wsplug_feed().await.context(WSPLUG)?;
-            fan_out(&server, subscribers, rate).await.context(WSPLUG)?.print(subscribers, WSPLUG);
+            let server = Server::wsplug_feed(None).await.context(WSPLUG)?;
+            fan_out(&[&server], subscribers, rate).await.context(WSPLUG)?.print(subscribers, WSPLUG);
+        }
+        // Two hosts on one Redis, half the subscribers on each, all
+        // publishes made on the first: half the deliveries cross Redis.
+        match Server::redis() {
+            None => notes.push(format!("({WSPLUG_REDIS}: redis-server is not installed, left out)")),
+            Some(_) if subscribers / 2 * MAPS_PER_INSTANCE > max_map_count => {
+                notes.push(format!("({WSPLUG_REDIS}, {subscribers} subscribers: left out, see above)"));
+            }
+            Some((_redis, url)) => {
+                let first = Server::wsplug_feed(Some(&url)).await.context(WSPLUG_REDIS)?;
+                let second = Server::wsplug_feed(Some(&url)).await.context(WSPLUG_REDIS)?;
+                let figures = fan_out(&[&first, &second], subscribers, rate).await.context(WSPLUG_REDIS)?;
+                figures.print(subscribers, WSPLUG_REDIS);
+            }
         }
         match Server::peer("node_modules/.bin/bun", "fanout-bun.js").await {
-            Some(server) => fan_out(&server, subscribers, rate).await.context(BUN)?.print(subscribers, BUN),
+            Some(server) => fan_out(&[&server], subscribers, rate).await.context(BUN)?.print(subscribers, BUN),
             None => bun_missing = true,
         }
     }
@@ -149,20 +165,34 @@ impl FanOut {
     }
 }
 
-/// `subscribers` connections to `server`'s feed, all on one topic, and
-/// `rate` publications a second to it. The server's memory is read before
-/// they connect and once all are subscribed.
-async fn fan_out(server: &Server, subscribers: usize, rate: f64) -> anyhow::Result<FanOut> {
-    let before = server.resident_bytes()?;
-    let url = server.url(&format!("/feed?topic={TOPIC}"));
-    let groups = tokio::time::timeout(CONNECT_TIMEOUT, connect(&url, subscribers))
-        .await
-        .with_context(|| format!("{subscribers} connections took longer than {CONNECT_TIMEOUT:?}"))??;
-    let mut publisher = Publisher::connect(server.publish_address(), &format!("feed:{TOPIC}")).await?;
-    publisher.wait_for(subscribers).await?;
-    // Let the server finish setting the last ones up, as for idle connections.
+/// `subscribers` connections to the feeds of `servers` (shared out evenly),
+/// all on one topic, and `rate` publications a second to it, made on the
+/// first server. The servers' memory is read before the subscribers connect
+/// and once all are subscribed.
+async fn fan_out(servers: &[&Server], subscribers: usize, rate: f64) -> anyhow::Result<FanOut> {
+    let resident = || servers.iter().map(|server| server.resident_bytes()).sum::<anyhow::Result<u64>>();
+    let before = resident()?;
+    let topic = format!("feed:{TOPIC}");
+    let mut groups = Vec::new();
+    let mut shares = Vec::new();
+    for (index, server) in servers.iter().enumerate() {
+        let share = subscribers / servers.len() + usize::from(index < subscribers % servers.len());
+        let url = server.url(&format!("/feed?topic={TOPIC}"));
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&url, share))
+            .await
+            .with_context(|| format!("{share} connections took longer than {CONNECT_TIMEOUT:?}"))??;
+        groups.extend(connected);
+        shares.push(share);
+    }
+    // Each server counts the subscribers it has itself.
+    for (server, share) in servers.iter().zip(shares) {
+        Publisher::connect(server.publish_address(), &topic).await?.wait_for(share).await?;
+    }
+    let mut publisher = Publisher::connect(servers[0].publish_address(), &topic).await?;
+    // Let the servers finish setting the last ones up, as for idle
+    // connections (and subscribe on Redis, when there is one).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = server.resident_bytes()?;
+    let after = resident()?;
     let epoch = Instant::now();
     let window = micros(WARM_UP)..micros(WARM_UP + MEASURE);
     let stop = epoch + WARM_UP + MEASURE + DRAIN;

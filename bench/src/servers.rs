@@ -86,16 +86,39 @@ impl Server {
 
     /// `wsplug serve` with the feed component at `/feed` (a connection to
     /// `/feed?topic=NAME` gets what is published to topic `feed:NAME`) and
-    /// the admin API, which publishes. Subscribers are never closed as idle
-    /// nor pinged; each has 1 MiB for deliveries not yet written, and
-    /// messages to a full one are dropped.
-    pub async fn wsplug_feed() -> anyhow::Result<Self> {
+    /// the admin API, which publishes; with `redis`, its topics span every
+    /// host on that Redis. Subscribers are never closed as idle nor pinged;
+    /// each has 1 MiB for deliveries not yet written, and messages to a full
+    /// one are dropped.
+    pub async fn wsplug_feed(redis: Option<&str>) -> anyhow::Result<Self> {
         let feed = root().join("guest-examples/target/wasm32-wasip2/release/feed.wasm");
+        let topics = redis.map(|url| format!("[topics]\nredis = {url:?}\n\n")).unwrap_or_default();
         let routes = format!(
-            "[[route]]\npath = \"/feed\"\ncomponent = {feed:?}\nidle-timeout = 0\nping-interval = 0\n\
+            "{topics}[[route]]\npath = \"/feed\"\ncomponent = {feed:?}\nidle-timeout = 0\nping-interval = 0\n\
              max-buffered = 1048576\nslow-subscriber = \"drop\"\n",
         );
         Self::wsplug_serving(&routes, true)
+    }
+
+    /// A `redis-server` on a free port, without persistence; `None` if it
+    /// is not installed (`apt-get install redis-server`). Returns it and
+    /// its URL.
+    pub fn redis() -> Option<(Self, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + STARTUP;
+        while std::net::TcpStream::connect(&address).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some((Self { child, address, admin: None }, format!("redis://127.0.0.1:{port}")))
     }
 
     /// Starts `target/release/wsplug serve` with `routes` on a free port,
