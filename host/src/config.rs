@@ -7,6 +7,8 @@
 //! max-connections = 10000     # WebSocket connections, whole host
 //! handshake-timeout = 10      # seconds to send complete request headers
 //! shutdown-grace = 10         # seconds guests get to finish on shutdown
+//! tls-cert = "cert.pem"      # serve wss:// and https:// (PEM; with tls-key)
+//! tls-key = "key.pem"
 //! admin-listen = "127.0.0.1:8081" # the admin API (publishing); off if absent
 //! admin-token = "s3cret"      # bearer token the admin API requires, if set
 //!
@@ -74,6 +76,14 @@ pub struct Config {
     /// connections are closed with 1001. Default 10 s.
     #[serde(default = "defaults::shutdown_grace", with = "seconds")]
     pub shutdown_grace: Duration,
+    /// The TLS certificate chain (PEM), relative to the config file; with
+    /// `tls-key`, the host serves `wss://` and `https://` only. Default
+    /// none: cleartext.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM) for `tls-cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Where the admin API listens (publishing to topics); never on the
     /// public port. Default: no admin API.
     #[serde(default)]
@@ -206,6 +216,8 @@ impl Default for Config {
             instance_pool: defaults::instance_pool(),
             handshake_timeout: defaults::handshake_timeout(),
             shutdown_grace: defaults::shutdown_grace(),
+            tls_cert: None,
+            tls_key: None,
             admin_listen: None,
             admin_token: None,
             topics: TopicsConfig::default(),
@@ -266,6 +278,9 @@ impl Config {
         for served in &mut config.static_dirs {
             served.dir = base.join(&served.dir);
         }
+        for file in [&mut config.tls_cert, &mut config.tls_key].into_iter().flatten() {
+            *file = base.join(&*file);
+        }
         Ok(config)
     }
 
@@ -318,6 +333,9 @@ impl Config {
         }
         if self.admin_listen.is_some_and(|admin| admin == self.listen && admin.port() != 0) {
             bail!("admin-listen must not be the public address {}", self.listen);
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("tls-cert and tls-key go together: give both or neither");
         }
         if self.topics.max_message_size == 0 {
             bail!("[topics] max-message-size must be positive");

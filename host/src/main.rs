@@ -52,6 +52,13 @@ struct ServeArgs {
     /// the public one [default: off].
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Serve TLS (wss://, https://) with this PEM certificate chain (and
+    /// --tls-key).
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
     /// Topics across hosts on this Redis, e.g. `redis://127.0.0.1:6379`
     /// [default: topics stay within this host].
     #[arg(long, value_name = "URL")]
@@ -86,6 +93,12 @@ impl ServeArgs {
         }
         if let Some(admin) = self.admin_listen {
             config.admin_listen = Some(admin);
+        }
+        if let Some(cert) = self.tls_cert {
+            config.tls_cert = Some(cert);
+        }
+        if let Some(key) = self.tls_key {
+            config.tls_key = Some(key);
         }
         if let Some(redis) = self.redis {
             config.topics.redis = Some(redis);
@@ -140,21 +153,32 @@ fn init_logging(filter: &str) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    // Every component is compiled and checked before the port is bound.
+    // The certificate and every component are checked before the port is
+    // bound.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(wsplug::http::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let routes = Routes::load(&Runtime::for_config(&config)?, &config.routes)?;
     let paths: Vec<String> = routes.paths().into_iter().map(str::to_owned).collect();
     let app = App::new(routes, &config);
-    let server = Server::bind(config.listen, app.clone()).await?;
+    let mut server = Server::bind(config.listen, app.clone()).await?;
+    let (ws, http) = if let Some(tls) = tls {
+        server = server.with_tls(tls);
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     let admin = match config.admin_listen {
         Some(address) => Some(Admin::bind(address, app, config.admin_token.clone()).await?),
         None => None,
     };
     let address = server.local_addr()?;
     for path in paths {
-        tracing::info!("serving ws://{address}{path}");
+        tracing::info!("serving {ws}://{address}{path}");
     }
     for served in &config.static_dirs {
-        tracing::info!("serving {} at http://{address}{}", served.dir.display(), served.path);
+        tracing::info!("serving {} at {http}://{address}{}", served.dir.display(), served.path);
     }
     let stopped = tokio_util::sync::CancellationToken::new();
     if let Some(admin) = admin {

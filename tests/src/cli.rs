@@ -71,8 +71,9 @@ pub fn serve_with(args: &[String], urls_expected: usize) -> (Running, Vec<String
     while urls.len() < urls_expected {
         let mut line = String::new();
         assert!(log.read_line(&mut line).unwrap() > 0, "wsplug serve exited; log so far: {urls:?} {early:?}");
-        let logs_url = line.contains("serving ws://") || line.contains("admin API on http://");
-        match line.split_whitespace().find(|word| word.starts_with("ws://") || word.starts_with("http://")) {
+        let logs_url = line.contains("serving ws") || line.contains("admin API on http://");
+        let is_url = |word: &&str| ["ws://", "wss://", "http://"].iter().any(|scheme| word.starts_with(scheme));
+        match line.split_whitespace().find(is_url) {
             Some(url) if logs_url => urls.push(url.to_owned()),
             _ => early.push(line.trim_end().to_owned()),
         }

@@ -77,13 +77,16 @@ impl TestServer {
             .await
     }
 
-    /// Starts a server with `config`, listening on `127.0.0.1:0` whatever
-    /// `config.listen` says.
+    /// Starts a server with `config` (TLS too, if it says so), listening on
+    /// `127.0.0.1:0` whatever `config.listen` says.
     pub async fn start_with(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
         let routes = Routes::load(&Runtime::for_config(&config)?, &config.routes)?;
         let app = App::new(routes, &config);
-        let server = Server::bind("127.0.0.1:0".parse()?, app.clone()).await?;
+        let mut server = Server::bind("127.0.0.1:0".parse()?, app.clone()).await?;
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            server = server.with_tls(wsplug::http::tls::acceptor(cert, key)?);
+        }
         let address = server.local_addr()?;
         Ok(Self { address, app, task: tokio::spawn(server.run_until(std::future::pending())) })
     }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod handshake;
 pub mod server;
 pub mod static_files;
+pub mod tls;
 pub mod upgrade;
 
 use bytes::Bytes;

@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmtime::PoolConcurrencyLimitError;
@@ -292,13 +293,21 @@ impl App {
 pub struct Server {
     listener: TcpListener,
     app: App,
+    /// With TLS: every connection is a TLS one.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
     /// Binds `address` (port 0 picks a free port).
     pub async fn bind(address: SocketAddr, app: App) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-        Ok(Self { listener, app })
+        Ok(Self { listener, app, tls: None })
+    }
+
+    /// Serves TLS only, with `acceptor` (see [`super::tls::acceptor`]).
+    pub fn with_tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// The address the server listens on.
@@ -323,8 +332,19 @@ impl Server {
             // WebSocket messages are small and interactive: no Nagle delay.
             let _ = tcp.set_nodelay(true);
             let app = self.app.clone();
+            let tls = self.tls.clone();
             self.app.inner.tasks.spawn(async move {
-                if let Err(err) = app.serve_io(tcp).await {
+                let served = match tls {
+                    None => app.serve_io(tcp).await,
+                    // The TLS handshake is part of the time a client has to
+                    // send its request headers.
+                    Some(tls) => match tokio::time::timeout(app.inner.handshake_timeout, tls.accept(tcp)).await {
+                        Ok(Ok(stream)) => app.serve_io(stream).await,
+                        Ok(Err(err)) => Err(err.into()),
+                        Err(_) => Err("the TLS handshake took too long".into()),
+                    },
+                };
+                if let Err(err) = served {
                     tracing::debug!(%peer, "HTTP connection failed: {err}");
                 }
             });
