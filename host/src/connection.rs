@@ -23,11 +23,14 @@
 //! bounded channels are the backpressure in both directions.
 
 use crate::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo, Message as WitMessage};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::runtime::{ConnectionCtx, GuestInstance, HandlerExports};
 use crate::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE, IncomingMessages, OutgoingMessages};
 use crate::topics::queue;
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -84,6 +87,10 @@ pub struct Session {
     pub shutdown: CancellationToken,
     /// How long the guest may go on once the server shuts down.
     pub shutdown_grace: Duration,
+    /// The host's figures: closes and failures are counted there.
+    pub metrics: Arc<Metrics>,
+    /// The route's counters: messages and bytes either way.
+    pub route_metrics: RouteMetrics,
     /// The route's frame and message limits.
     pub limits: ReadLimits,
 }
@@ -110,7 +117,21 @@ pub async fn serve<S>(io: S, session: Session)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Session { id, guest, topics, info, idle_timeout, ping_interval, shutdown, shutdown_grace, limits } = session;
+    let Session {
+        id,
+        guest,
+        topics,
+        info,
+        idle_timeout,
+        ping_interval,
+        shutdown,
+        shutdown_grace,
+        metrics,
+        route_metrics,
+        limits,
+    } = session;
+    route_metrics.open.inc();
+    let counted = &route_metrics;
     let topic_budget = topics.budget().clone();
     let (read_half, write_half) = tokio::io::split(io);
     let mut writer = FrameWriter::new(write_half);
@@ -121,7 +142,9 @@ where
     let activity = Activity::new();
 
     let reader = FrameReader::new(read_half, limits);
-    let mut read = pin!(read_client(reader, incoming_tx, closed_tx, replies_tx, &activity, &shutdown));
+    let mut read = pin!(read_client(reader, incoming_tx, closed_tx, replies_tx, &activity, &shutdown, counted));
+    // The code of the client's close frame, if it closed first.
+    let mut client_code = None;
     let mut read_done = false;
     // The guest and the writer's loop live in this block; once it ends they
     // are gone (the instance with them) and the writer is free for the close
@@ -129,8 +152,8 @@ where
     let path = info.path.clone();
     let close = {
         let mut guest = pin!(run_guest(guest, info, incoming_rx, closed_rx, outgoing_tx));
-        let mut write =
-            pin!(write_client(&mut writer, outgoing_rx, replies_rx, topics, &activity, ping_interval, idle_timeout));
+        let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx };
+        let mut write = pin!(write_client(&mut writer, sources, &activity, counted, ping_interval, idle_timeout));
         let mut guest_done = false;
         let mut write_done = false;
         let mut client_closed = false;
@@ -149,7 +172,10 @@ where
                         // Nothing can be sent any more (but the echo of the
                         // client's close); the guest may still be working
                         // through the end of its input.
-                        ReadEnd::Closed => true,
+                        ReadEnd::Closed { code } => {
+                            client_code = code;
+                            true
+                        }
                         ReadEnd::Violation { frame, in_message } => {
                             if in_message {
                                 break Some(frame);
@@ -166,6 +192,7 @@ where
                         // One line that says why; the backtraces for whoever debugs the guest.
                         tracing::warn!(connection = id, path, cause = %err.root_cause(), "handler failed");
                         tracing::debug!(connection = id, "handler failure in full: {err:?}");
+                        metrics.failed(&path, &err);
                         break (!client_closed).then(|| violation.unwrap_or_else(|| close_frame(CloseCode::Error, "handler failed")));
                     }
                     // Its output ended: the writer sends what is queued, then ends.
@@ -225,6 +252,8 @@ where
     if close.is_some() && flushed && !read_done && tokio::time::timeout(CLOSE_TIMEOUT, read).await.is_err() {
         tracing::debug!(connection = id, "client did not answer the close frame in time");
     }
+    metrics.closed(&path, close.as_ref().map(|frame| u16::from(frame.code)).or(client_code));
+    route_metrics.open.dec();
     let dropped = topic_budget.dropped();
     if dropped > 0 {
         tracing::info!(connection = id, path, dropped, "topic messages dropped: the connection could not keep up");
@@ -328,8 +357,12 @@ fn guest_input(
 /// How reading from the client ended.
 enum ReadEnd {
     /// The client closed the connection (its close frame went to the writer
-    /// to be echoed) or dropped it.
-    Closed,
+    /// to be echoed; `code` is its code, 1005 if it had none) or dropped it
+    /// (`code` is `None`).
+    Closed {
+        /// The code of the client's close frame.
+        code: Option<u16>,
+    },
     /// The client broke the rules; the close frame to answer with.
     Violation {
         frame: CloseFrame,
@@ -358,6 +391,7 @@ async fn read_client<R: AsyncRead + Unpin>(
     replies: mpsc::Sender<Reply>,
     activity: &Activity,
     shutdown: &CancellationToken,
+    counted: &RouteMetrics,
 ) -> ReadEnd {
     let mut input = Some(GuestInput { messages: incoming, body: None });
     let mut shutting_down = pin!(shutdown.cancelled());
@@ -380,14 +414,21 @@ async fn read_client<R: AsyncRead + Unpin>(
                     let (code, reason) = LOST_IN_A_MESSAGE;
                     let _ = closed.send(WitCloseFrame { code, reason: reason.to_owned() });
                 }
-                return ReadEnd::Closed;
+                return ReadEnd::Closed { code: None };
             }
         };
         activity.touch();
         let message = match event {
-            Event::Text(text) => ClientMessage::Text(text),
-            Event::Binary(data) => ClientMessage::Binary(data),
+            Event::Text(text) => {
+                count(&counted.messages_in, &counted.bytes_in, text.len());
+                ClientMessage::Text(text)
+            }
+            Event::Binary(data) => {
+                count(&counted.messages_in, &counted.bytes_in, data.len());
+                ClientMessage::Binary(data)
+            }
             Event::MessageStart { text } => {
+                counted.messages_in.inc();
                 let (sender, chunks) = mpsc::channel(INCOMING_CHUNK_QUEUE);
                 if let Some(guest) = &mut input {
                     guest.body = Some(sender);
@@ -395,6 +436,7 @@ async fn read_client<R: AsyncRead + Unpin>(
                 if text { ClientMessage::TextStream(chunks) } else { ClientMessage::BinaryStream(chunks) }
             }
             Event::Chunk(chunk) => {
+                counted.bytes_in.inc_by(chunk.len() as u64);
                 let Some(guest) = &mut input else { continue };
                 let Some(body) = &guest.body else { continue };
                 match hand_over(body, chunk, &mut shutting_down).await {
@@ -421,8 +463,10 @@ async fn read_client<R: AsyncRead + Unpin>(
                 if let Some(frame) = &frame {
                     let _ = closed.send(WitCloseFrame { code: frame.code.into(), reason: frame.reason.to_string() });
                 }
+                // 1005: a close frame without a code.
+                let code = frame.as_ref().map_or(1005, |frame| u16::from(frame.code));
                 let _ = replies.send(Reply::Close(frame)).await;
-                return ReadEnd::Closed;
+                return ReadEnd::Closed { code: Some(code) };
             }
         };
         let Some(guest) = &input else { continue };
@@ -485,6 +529,16 @@ struct OpenBody {
     opcode: OpCode,
 }
 
+/// What the writer sends to the client, in this order of precedence.
+struct ToClient {
+    /// The reader's answers: pongs and the echo of the client's close.
+    replies: mpsc::Receiver<Reply>,
+    /// The frames of the topics the connection joined.
+    topics: queue::Receiver<Bytes>,
+    /// The guest's messages.
+    guest: mpsc::Receiver<GuestMessage>,
+}
+
 /// Writes the guest's messages to the client, answers pings, sends
 /// keep-alive pings and watches for idleness, until the guest's output has
 /// ended and every queued message is out, or the client's close is echoed.
@@ -495,13 +549,13 @@ struct OpenBody {
 /// guest's messages. Frames that are ready together go out in one write.
 async fn write_client<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
-    mut outgoing: mpsc::Receiver<GuestMessage>,
-    mut replies: mpsc::Receiver<Reply>,
-    mut topics: queue::Receiver<Bytes>,
+    sources: ToClient,
     activity: &Activity,
+    counted: &RouteMetrics,
     ping_interval: Duration,
     idle_timeout: Duration,
 ) -> WriteEnd {
+    let ToClient { guest: mut outgoing, mut replies, mut topics } = sources;
     let mut body: Option<OpenBody> = None;
     let mut reader_done = false;
     // Once the guest is gone, so is every sender of topic frames.
@@ -537,6 +591,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
                 let open = body.as_mut().expect("guarded by the branch condition");
                 match chunk {
                     Some(chunk) => {
+                        counted.bytes_out.inc_by(chunk.len() as u64);
                         writer.queue(open.opcode, false, &chunk);
                         open.opcode = OpCode::Data(Data::Continue);
                         !open.chunks.is_empty()
@@ -553,9 +608,11 @@ async fn write_client<W: AsyncWrite + Unpin>(
             frame = topics.recv(), if body.is_none() && !topics_done => match frame {
                 Some(frame) => {
                     activity.touch();
+                    count(&counted.messages_out, &counted.bytes_out, wsplug_wire::payload_length(&frame));
                     writer.queue_frame(frame);
                     // What else is queued goes in the same write.
                     while let Some(frame) = topics.try_recv() {
+                        count(&counted.messages_out, &counted.bytes_out, wsplug_wire::payload_length(&frame));
                         writer.queue_frame(frame);
                     }
                     !outgoing.is_empty()
@@ -574,10 +631,12 @@ async fn write_client<W: AsyncWrite + Unpin>(
                 }
                 Some(GuestMessage::Strict { text, payload }) => {
                     activity.touch();
+                    count(&counted.messages_out, &counted.bytes_out, payload.len());
                     writer.queue(OpCode::Data(if text { Data::Text } else { Data::Binary }), true, &payload);
                     !outgoing.is_empty()
                 }
                 Some(GuestMessage::Streamed { text, chunks }) => {
+                    counted.messages_out.inc();
                     let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
                     body = Some(OpenBody { chunks, opcode });
                     continue;
@@ -603,6 +662,12 @@ async fn write_client<W: AsyncWrite + Unpin>(
             return WriteEnd::Failed;
         }
     }
+}
+
+/// Counts one message of `bytes` payload bytes.
+fn count(messages: &Counter, bytes_counter: &Counter, bytes: usize) {
+    messages.inc();
+    bytes_counter.inc_by(bytes as u64);
 }
 
 /// The next chunk of the open streamed message (`None`: it has ended).

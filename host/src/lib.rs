@@ -25,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod guest_log;
 pub mod http;
+pub mod metrics;
 pub mod runtime;
 pub mod streams;
 pub mod topics;

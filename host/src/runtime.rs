@@ -62,6 +62,19 @@ impl GuestProgress for ConnectionCtx {
     }
 }
 
+/// Why a guest was interrupted: it computed for longer than its budget
+/// without a break.
+#[derive(Debug)]
+pub struct CpuBudgetExceeded(pub Duration);
+
+impl std::fmt::Display for CpuBudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the handler ran for more than its cpu-budget of {:?} without a break", self.0)
+    }
+}
+
+impl std::error::Error for CpuBudgetExceeded {}
+
 /// Measures how long the guest has been running without a break, from the
 /// epoch callbacks. A callback comes at the first deadline check of each tick
 /// in which wasm runs, so callbacks alone cannot tell a guest that loops from
@@ -91,7 +104,7 @@ impl CpuMeter {
             _ => *self.busy_since.insert(now),
         };
         if now.duration_since(busy_since) > self.budget {
-            wasmtime::bail!("the handler ran for more than its cpu-budget of {:?} without a break", self.budget);
+            return Err(wasmtime::Error::new(CpuBudgetExceeded(self.budget)));
         }
         // Let the executor serve other connections before going on.
         Ok(UpdateDeadline::Yield(1))

@@ -12,4 +12,4 @@ pub mod utf8;
 pub mod writer;
 
 pub use reader::{Event, FrameReader, ReadError, ReadLimits};
-pub use writer::{FrameWriter, frame};
+pub use writer::{FrameWriter, frame, payload_length};

@@ -24,6 +24,16 @@ pub fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
     buffer.freeze()
 }
 
+/// The payload length of a whole unmasked frame made by [`frame`].
+pub fn payload_length(frame: &[u8]) -> usize {
+    let header = match frame.get(1).map(|byte| byte & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.len().saturating_sub(header)
+}
+
 fn put_frame(buffer: &mut BytesMut, opcode: OpCode, is_final: bool, payload: &[u8]) {
     let header = FrameHeader { is_final, opcode, ..FrameHeader::default() };
     let length = payload.len() as u64;
@@ -170,5 +180,8 @@ mod tests {
         assert_eq!(writer.io, expected);
         // The shared frame's bytes were not copied into the writer.
         assert!(writer.buffer.is_empty() && writer.shared.is_empty());
+        for size in [0, 125, 126, 65535, 65536] {
+            assert_eq!(payload_length(&frame(OpCode::Data(Data::Binary), &vec![0; size])), size);
+        }
     }
 }

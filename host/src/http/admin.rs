@@ -1,9 +1,12 @@
-//! The admin API: how a backend in any language publishes to topics. It
-//! listens on an address of its own (`admin-listen`), never on the public
-//! port, and may require a bearer token (`admin-token`).
+//! The admin API: how a backend in any language publishes to topics, and
+//! where operators read the host's figures. It listens on an address of its
+//! own (`admin-listen`), never on the public port, and may require a bearer
+//! token (`admin-token`) for everything but `/healthz`.
 //!
 //! | request | answer |
 //! |---|---|
+//! | `GET /healthz` | `200` `ok` (no token needed) |
+//! | `GET /metrics` | `200`, the figures in Prometheus (OpenMetrics) text format (see [`crate::metrics`]) |
 //! | `POST /topics/{topic}`, body = the message | `202` `{"reached":N}`: queued for N subscribers on this host |
 //! | the same with a `text/*` content type | the message is text (`400` if the body is not UTF-8) |
 //! | a bad topic name | `400` |
@@ -84,9 +87,19 @@ impl Admin {
 
 impl AdminApi {
     async fn answer(&self, request: Request<Incoming>) -> Response<Body> {
+        let get = request.method() == Method::GET || request.method() == Method::HEAD;
+        if get && request.uri().path() == "/healthz" {
+            return text_response(StatusCode::OK, "ok\n");
+        }
         if !self.authorized(&request) {
             let mut response = text_response(StatusCode::UNAUTHORIZED, "A valid bearer token is required.\n");
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+        if get && request.uri().path() == "/metrics" {
+            let mut response = Response::new(full(self.app.metrics().encode()));
+            let format = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format));
             return response;
         }
         let Some(topic) = request.uri().path().strip_prefix("/topics/").map(str::to_owned) else {

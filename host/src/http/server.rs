@@ -10,9 +10,10 @@ use super::upgrade::{self, Rejection, text_response};
 use crate::bindings::ConnectionInfo;
 use crate::config::{Config, RouteConfig};
 use crate::connection::{self, Session};
+use crate::metrics::{Metrics, Refused, RouteMetrics};
 use crate::runtime::{Handler, Runtime};
 use crate::streams::{CHUNK_SIZE, STRICT_MESSAGE_LIMIT};
-use crate::topics::{Broker, Budget, TopicsCtx, queue};
+use crate::topics::{Broker, Budget, TopicCounters, TopicsCtx, queue};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -49,6 +50,8 @@ struct Route {
     config: RouteConfig,
     handler: Handler,
     permits: Option<Arc<Semaphore>>,
+    /// Its counters, set when the app is made.
+    metrics: RouteMetrics,
 }
 
 /// Which handler serves which path.
@@ -66,7 +69,8 @@ impl Routes {
                 .load(&config.component, config.guest_policy())
                 .with_context(|| format!("route {}", config.path))?;
             let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
-            loaded.insert(config.path.clone(), Route { config: config.clone(), handler, permits });
+            let route = Route { config: config.clone(), handler, permits, metrics: RouteMetrics::default() };
+            loaded.insert(config.path.clone(), route);
         }
         Ok(Self { routes: loaded })
     }
@@ -87,6 +91,7 @@ pub struct App {
 
 struct AppInner {
     routes: Routes,
+    metrics: Arc<Metrics>,
     static_files: StaticFiles,
     broker: Arc<Broker>,
     /// Host-wide WebSocket connection permits.
@@ -119,10 +124,15 @@ impl Drop for Open<'_> {
 
 impl App {
     /// An app serving `routes` with the host-wide settings of `config`.
-    pub fn new(routes: Routes, config: &Config) -> Self {
+    pub fn new(mut routes: Routes, config: &Config) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        for route in routes.routes.values_mut() {
+            route.metrics = metrics.route(&route.config.path);
+        }
         Self {
             inner: Arc::new(AppInner {
                 routes,
+                metrics,
                 static_files: StaticFiles::new(&config.static_dirs),
                 broker: Broker::new(&config.topics),
                 permits: Arc::new(Semaphore::new(config.max_connections)),
@@ -145,6 +155,11 @@ impl App {
     /// WebSocket connections open now.
     pub fn open_websockets(&self) -> usize {
         self.inner.open_websockets.load(Ordering::Relaxed)
+    }
+
+    /// The host's figures (what `GET /metrics` on the admin API shows).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The host's topics: publish to them from outside a handler.
@@ -189,33 +204,47 @@ impl App {
             }
             return drained(request, text_response(StatusCode::NOT_FOUND, "Unknown resource!")).await;
         };
+        let path = &route.config.path;
+        let metrics = &self.inner.metrics;
         let mut response = match upgrade::accept(&request) {
             Ok(response) => response,
-            Err(rejection) => return drained(request, rejection.into_response()).await,
+            Err(rejection) => {
+                metrics.refused(path, Refused::NotWebSocket);
+                return drained(request, rejection.into_response()).await;
+            }
         };
         let Some(permits) = self.acquire_permits(route) else {
+            metrics.refused(path, Refused::Capacity);
             return drained(request, Rejection::TooManyConnections.into_response()).await;
         };
         let id = self.inner.connection_ids.fetch_add(1, Ordering::Relaxed);
+        let counters = TopicCounters {
+            delivered: route.metrics.topic_deliveries.clone(),
+            dropped: route.metrics.topic_drops.clone(),
+        };
         let (topic_frames, topic_queue) =
-            queue::channel(Budget::new(route.config.max_buffered, route.config.slow_subscriber));
+            queue::channel(Budget::new(route.config.max_buffered, route.config.slow_subscriber, counters));
         let topics = TopicsCtx::new(self.inner.broker.clone(), id, topic_frames, route.config.max_topics);
         // The instance that decides the handshake is the one that serves the
         // connection: what it learns there stays for the connection.
-        let mut guest = match route.handler.instantiate(id, &route.config.path, topics).await {
+        let started = Instant::now();
+        let mut guest = match route.handler.instantiate(id, path, topics).await {
             Ok(guest) => guest,
             Err(err) if err.is::<PoolConcurrencyLimitError>() => {
                 // Only if the pool is smaller than the connection caps allow.
-                tracing::warn!(connection = id, path = route.config.path, "instance pool full: {err}");
+                tracing::warn!(connection = id, path, "instance pool full: {err}");
+                metrics.refused(path, Refused::Capacity);
                 return drained(request, Rejection::TooManyConnections.into_response()).await;
             }
             Err(err) => {
-                tracing::warn!(connection = id, path = route.config.path, cause = %err.root_cause(), "cannot instantiate the handler");
+                tracing::warn!(connection = id, path, cause = %err.root_cause(), "cannot instantiate the handler");
                 tracing::debug!(connection = id, "instantiation failure in full: {err:?}");
+                metrics.refused(path, Refused::Instantiation);
                 let failed = text_response(StatusCode::INTERNAL_SERVER_ERROR, "The handler failed to start.");
                 return drained(request, failed).await;
             }
         };
+        let instantiation = started.elapsed();
         let subprotocol = match handshake::decide(&mut guest, &request, &route.config.protocols, id).await {
             Verdict::Accept { subprotocol, headers } => {
                 if let Some(chosen) = &subprotocol {
@@ -226,8 +255,12 @@ impl App {
                 response.headers_mut().extend(headers);
                 subprotocol
             }
-            Verdict::Reject(rejection) => return drained(request, rejection).await,
+            Verdict::Reject(rejection) => {
+                metrics.refused(path, Refused::Handshake);
+                return drained(request, rejection).await;
+            }
         };
+        metrics.accepted(path, instantiation);
         let session = Session {
             id,
             guest,
@@ -237,6 +270,8 @@ impl App {
             ping_interval: route.config.ping_interval,
             shutdown: self.inner.shutdown.clone(),
             shutdown_grace: self.inner.shutdown_grace,
+            metrics: self.inner.metrics.clone(),
+            route_metrics: route.metrics.clone(),
             limits: ReadLimits {
                 max_message_size: route.config.max_message_size,
                 max_frame_size: route.config.max_frame_size,

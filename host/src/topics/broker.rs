@@ -253,7 +253,7 @@ mod tests {
         let broker = Broker::new(&TopicsConfig { max_message_size: 1024, redis: None });
         let mut receivers = Vec::new();
         for connection in 0..3 {
-            let (sender, receiver) = channel(Budget::new(1024, SlowSubscriber::Drop));
+            let (sender, receiver) = channel(Budget::new(1024, SlowSubscriber::Drop, Default::default()));
             broker.subscribe("t", Subscriber { connection, target: Target::Socket(sender) });
             receivers.push(receiver);
         }

@@ -24,4 +24,4 @@ pub mod redis;
 pub use broker::{Broker, MAX_NAME_LENGTH, Published, TopicError, check_name};
 pub use guest::TopicsCtx;
 pub(crate) use guest::add_to_linker;
-pub use queue::{Budget, SlowSubscriber};
+pub use queue::{Budget, SlowSubscriber, TopicCounters};

@@ -4,6 +4,7 @@
 //! shared by all its queues (`max-buffered`).
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -46,17 +47,31 @@ pub struct Budget {
     dropped: AtomicU64,
     /// Cancelled when a message did not fit and the policy is to close.
     too_slow: CancellationToken,
+    /// The route's counts of messages queued and dropped.
+    counters: TopicCounters,
+}
+
+/// Where a connection's topic deliveries and drops are counted (its
+/// route's metrics).
+#[derive(Debug, Clone, Default)]
+pub struct TopicCounters {
+    /// Messages queued.
+    pub delivered: Counter,
+    /// Messages that did not fit.
+    pub dropped: Counter,
 }
 
 impl Budget {
-    /// `limit` bytes, and what to do when a message does not fit.
-    pub fn new(limit: usize, policy: SlowSubscriber) -> Arc<Self> {
+    /// `limit` bytes, what to do when a message does not fit, and where to
+    /// count deliveries and drops.
+    pub fn new(limit: usize, policy: SlowSubscriber, counters: TopicCounters) -> Arc<Self> {
         Arc::new(Self {
             limit,
             used: AtomicUsize::new(0),
             policy,
             dropped: AtomicU64::new(0),
             too_slow: CancellationToken::new(),
+            counters,
         })
     }
 
@@ -76,6 +91,7 @@ impl Budget {
     /// A message did not fit.
     fn overflowed(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.counters.dropped.inc();
         if self.policy == SlowSubscriber::Close {
             self.too_slow.cancel();
         }
@@ -136,7 +152,10 @@ impl<T: Weighed> Sender<T> {
             return Delivery::Dropped;
         }
         match self.sender.send(item) {
-            Ok(()) => Delivery::Queued,
+            Ok(()) => {
+                self.budget.counters.delivered.inc();
+                Delivery::Queued
+            }
             Err(_) => {
                 self.budget.release(weight);
                 Delivery::Gone
@@ -198,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_full_budget_drops_and_counts_then_takes_what_fits_again() {
-        let budget = Budget::new(10, SlowSubscriber::Drop);
+        let budget = Budget::new(10, SlowSubscriber::Drop, TopicCounters::default());
         let (sender, mut receiver) = channel::<Bytes>(budget.clone());
         assert_eq!(sender.offer(Bytes::from_static(b"123456")), Delivery::Queued);
         assert_eq!(sender.offer(Bytes::from_static(b"123456")), Delivery::Dropped);
@@ -214,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_close_policy_marks_the_connection_too_slow() {
-        let budget = Budget::new(4, SlowSubscriber::Close);
+        let budget = Budget::new(4, SlowSubscriber::Close, TopicCounters::default());
         let (sender, _receiver) = channel::<Bytes>(budget.clone());
         assert_eq!(sender.offer(Bytes::from_static(b"12345")), Delivery::Dropped);
         assert!(budget.too_slow.is_cancelled());
