@@ -136,7 +136,7 @@ pub struct StaticDir {
 }
 
 /// One route: a path served by a component, with its limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RouteConfig {
     /// The request path, e.g. `/greeter`.
@@ -198,7 +198,7 @@ pub struct RouteConfig {
 }
 
 /// A host directory a route's guests may read.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DirGrant {
     /// The directory on the host (relative to the config file).

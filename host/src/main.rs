@@ -5,8 +5,10 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use wsplug::{Admin, App, Config, RouteConfig, Routes, Runtime, Server};
 
+mod reload;
 mod talk;
 
 #[derive(Parser)]
@@ -29,7 +31,7 @@ enum Command {
 }
 
 /// Flags override the config file.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ServeArgs {
     /// A TOML config file (see the README for its keys).
     #[arg(long)]
@@ -59,6 +61,10 @@ struct ServeArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, value_name = "PEM")]
     tls_key: Option<PathBuf>,
+    /// Reload the routes whenever the config file or a component file
+    /// changes (as on SIGHUP).
+    #[arg(long)]
+    watch: bool,
     /// Topics across hosts on this Redis, e.g. `redis://127.0.0.1:6379`
     /// [default: topics stay within this host].
     #[arg(long, value_name = "URL")]
@@ -77,6 +83,10 @@ fn parse_route(route: &str) -> anyhow::Result<RouteConfig> {
 
 impl ServeArgs {
     /// The config file, if any, with the flags applied over it.
+    fn config(&self) -> anyhow::Result<Config> {
+        self.clone().into_config()
+    }
+
     fn into_config(self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
@@ -130,9 +140,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let config = args.into_config()?;
+            let config = args.config()?;
             init_logging(&config.log);
-            runtime()?.block_on(serve(config))
+            runtime()?.block_on(serve(config, args))
         }
         Command::Talk { url } => {
             init_logging("wsplug=info");
@@ -152,14 +162,15 @@ fn init_logging(filter: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     // The certificate and every component are checked before the port is
     // bound.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(wsplug::http::tls::acceptor(cert, key)?),
         _ => None,
     };
-    let routes = Routes::load(&Runtime::for_config(&config)?, &config.routes)?;
+    let runtime = Arc::new(Runtime::for_config(&config)?);
+    let routes = Routes::load(&runtime, &config.routes)?;
     let paths: Vec<String> = routes.paths().into_iter().map(str::to_owned).collect();
     let app = App::new(routes, &config);
     let mut server = Server::bind(config.listen, app.clone()).await?;
@@ -170,7 +181,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ("ws", "http")
     };
     let admin = match config.admin_listen {
-        Some(address) => Some(Admin::bind(address, app, config.admin_token.clone()).await?),
+        Some(address) => Some(Admin::bind(address, app.clone(), config.admin_token.clone()).await?),
         None => None,
     };
     let address = server.local_addr()?;
@@ -186,6 +197,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let stopped = stopped.clone();
         tokio::spawn(async move { admin.run_until(stopped.cancelled_owned()).await });
     }
+    let (config_file, watch) = (args.config.clone(), args.watch);
+    let reloads =
+        reload::reload_when_asked(move || args.config(), config_file, runtime, app.clone(), config.clone(), watch);
+    let reloads = tokio::spawn(async move {
+        if let Err(err) = reloads.await {
+            tracing::warn!("reloading is off: {err:#}");
+        }
+    });
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot wait for SIGTERM")?;
     server
@@ -198,6 +217,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             stopped.cancel();
         })
         .await;
+    reloads.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -210,14 +210,19 @@ impl Runtime {
     ///
     /// Every failure names the file and what is wrong with it.
     pub fn load(&self, path: &Path, policy: GuestPolicy) -> anyhow::Result<Handler> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read component file {}", path.display()))?;
+        self.load_bytes(path, &bytes, policy)
+    }
+
+    /// Like [`Runtime::load`], with the file's contents already read.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8], policy: GuestPolicy) -> anyhow::Result<Handler> {
         let shown = path.display();
         for (host, _) in &policy.read_only_dirs {
             if !host.is_dir() {
                 bail!("{} is granted to {shown} as a directory, but is not one", host.display());
             }
         }
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read component file {shown}"))?;
-        let component = Component::new(&self.engine, &bytes)
+        let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{shown} is not a WebAssembly component that wsplug can compile"))?;
         let pre = self

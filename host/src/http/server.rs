@@ -10,7 +10,7 @@ use super::upgrade::{self, Rejection, text_response};
 use crate::bindings::ConnectionInfo;
 use crate::config::{Config, RouteConfig};
 use crate::connection::{self, Session};
-use crate::metrics::{Metrics, Refused, RouteMetrics};
+use crate::metrics::{Metrics, Refused};
 use crate::runtime::{Handler, Runtime};
 use crate::streams::{CHUNK_SIZE, STRICT_MESSAGE_LIMIT};
 use crate::topics::{Broker, Budget, TopicCounters, TopicsCtx, queue};
@@ -24,10 +24,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -50,29 +51,71 @@ struct Route {
     config: RouteConfig,
     handler: Handler,
     permits: Option<Arc<Semaphore>>,
-    /// Its counters, set when the app is made.
-    metrics: RouteMetrics,
+    /// The component file's contents when it was compiled, hashed.
+    fingerprint: u64,
 }
 
 /// Which handler serves which path.
 pub struct Routes {
-    routes: HashMap<String, Route>,
+    routes: HashMap<String, Arc<Route>>,
+}
+
+/// What a reload changed, by path.
+#[derive(Debug, Default)]
+pub struct RouteChanges {
+    /// New paths.
+    pub added: Vec<String>,
+    /// Paths whose component or settings changed: compiled again.
+    pub replaced: Vec<String>,
+    /// Paths no longer served.
+    pub removed: Vec<String>,
+    /// Paths kept as they were (same settings, same component file).
+    pub unchanged: Vec<String>,
 }
 
 impl Routes {
     /// Compiles each route's component with `runtime`. Fails on the first bad
     /// component, naming the route and the file.
     pub fn load(runtime: &Runtime, routes: &[RouteConfig]) -> anyhow::Result<Self> {
+        Self::reload(runtime, routes, &Routes { routes: HashMap::new() }).map(|(routes, _)| routes)
+    }
+
+    /// Like [`Routes::load`], keeping each route of `previous` whose
+    /// settings and component file have not changed (its compiled handler
+    /// and its connection count with it). All or nothing: a bad component
+    /// fails the whole reload.
+    pub fn reload(
+        runtime: &Runtime,
+        routes: &[RouteConfig],
+        previous: &Routes,
+    ) -> anyhow::Result<(Self, RouteChanges)> {
         let mut loaded = HashMap::new();
+        let mut changes = RouteChanges::default();
         for config in routes {
+            let path = &config.path;
+            let bytes = std::fs::read(&config.component)
+                .with_context(|| format!("cannot read component file {}", config.component.display()))
+                .with_context(|| format!("route {path}"))?;
+            let fingerprint = fingerprint(&bytes);
+            let kept = previous.routes.get(path);
+            if let Some(route) = kept.filter(|route| route.config == *config && route.fingerprint == fingerprint) {
+                changes.unchanged.push(path.clone());
+                loaded.insert(path.clone(), route.clone());
+                continue;
+            }
             let handler = runtime
-                .load(&config.component, config.guest_policy())
-                .with_context(|| format!("route {}", config.path))?;
+                .load_bytes(&config.component, &bytes, config.guest_policy())
+                .with_context(|| format!("route {path}"))?;
             let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
-            let route = Route { config: config.clone(), handler, permits, metrics: RouteMetrics::default() };
-            loaded.insert(config.path.clone(), route);
+            let route = Route { config: config.clone(), handler, permits, fingerprint };
+            if kept.is_some() { &mut changes.replaced } else { &mut changes.added }.push(path.clone());
+            loaded.insert(path.clone(), Arc::new(route));
         }
-        Ok(Self { routes: loaded })
+        changes.removed = previous.routes.keys().filter(|path| !loaded.contains_key(*path)).cloned().collect();
+        for list in [&mut changes.added, &mut changes.replaced, &mut changes.removed, &mut changes.unchanged] {
+            list.sort_unstable();
+        }
+        Ok((Self { routes: loaded }, changes))
     }
 
     /// The routed paths, sorted.
@@ -90,7 +133,9 @@ pub struct App {
 }
 
 struct AppInner {
-    routes: Routes,
+    /// Replaced as a whole by a reload; a request works with the routes it
+    /// found when it came in.
+    routes: RwLock<Arc<Routes>>,
     metrics: Arc<Metrics>,
     static_files: StaticFiles,
     broker: Arc<Broker>,
@@ -124,15 +169,11 @@ impl Drop for Open<'_> {
 
 impl App {
     /// An app serving `routes` with the host-wide settings of `config`.
-    pub fn new(mut routes: Routes, config: &Config) -> Self {
-        let metrics = Arc::new(Metrics::default());
-        for route in routes.routes.values_mut() {
-            route.metrics = metrics.route(&route.config.path);
-        }
+    pub fn new(routes: Routes, config: &Config) -> Self {
         Self {
             inner: Arc::new(AppInner {
-                routes,
-                metrics,
+                routes: RwLock::new(Arc::new(routes)),
+                metrics: Arc::default(),
                 static_files: StaticFiles::new(&config.static_dirs),
                 broker: Broker::new(&config.topics),
                 permits: Arc::new(Semaphore::new(config.max_connections)),
@@ -155,6 +196,17 @@ impl App {
     /// WebSocket connections open now.
     pub fn open_websockets(&self) -> usize {
         self.inner.open_websockets.load(Ordering::Relaxed)
+    }
+
+    /// The routes served now.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.inner.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Serves `routes` from now on: new connections get them; open
+    /// connections keep the instance they have until they close.
+    pub fn replace_routes(&self, routes: Routes) {
+        *self.inner.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(routes);
     }
 
     /// The host's figures (what `GET /metrics` on the admin API shows).
@@ -198,7 +250,8 @@ impl App {
     /// Answers one request: the handshake's verdict for a WebSocket route,
     /// a file for a static path, else 404.
     async fn route(&self, mut request: Request<Incoming>) -> Response<Body> {
-        let Some(route) = self.inner.routes.routes.get(request.uri().path()) else {
+        let routes = self.routes();
+        let Some(route) = routes.routes.get(request.uri().path()) else {
             if let Some(file) = self.inner.static_files.serve(&request).await {
                 return drained(request, file).await;
             }
@@ -218,9 +271,10 @@ impl App {
             return drained(request, Rejection::TooManyConnections.into_response()).await;
         };
         let id = self.inner.connection_ids.fetch_add(1, Ordering::Relaxed);
+        let route_metrics = metrics.route(path);
         let counters = TopicCounters {
-            delivered: route.metrics.topic_deliveries.clone(),
-            dropped: route.metrics.topic_drops.clone(),
+            delivered: route_metrics.topic_deliveries.clone(),
+            dropped: route_metrics.topic_drops.clone(),
         };
         let (topic_frames, topic_queue) =
             queue::channel(Budget::new(route.config.max_buffered, route.config.slow_subscriber, counters));
@@ -271,7 +325,7 @@ impl App {
             shutdown: self.inner.shutdown.clone(),
             shutdown_grace: self.inner.shutdown_grace,
             metrics: self.inner.metrics.clone(),
-            route_metrics: route.metrics.clone(),
+            route_metrics,
             limits: ReadLimits {
                 max_message_size: route.config.max_message_size,
                 max_frame_size: route.config.max_frame_size,
@@ -390,6 +444,12 @@ impl Server {
             tracing::warn!("some connections were still open at the end of the shutdown grace period");
         }
     }
+}
+
+/// A component file's contents, hashed: the same for the same bytes in
+/// every run.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(bytes)
 }
 
 /// What the handler learns about the connection from the upgrade request.

@@ -1,0 +1,98 @@
+//! Hot reload for `wsplug serve`: on SIGHUP, and with `--watch` when the
+//! config file or a component file changes, the routes are read and
+//! compiled again. New connections get the new routes; open connections
+//! keep the instance they have until they close. A reload that fails (a
+//! component that does not compile or is not a handler, a bad config file)
+//! changes nothing: it is logged and the previous routes keep serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::signal::unix::{SignalKind, signal};
+use wsplug::{App, Config, Routes, Runtime};
+
+/// How often `--watch` looks at the files.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Reloads `app`'s routes from what `read_config` returns whenever asked
+/// (SIGHUP) or, with `watch`, whenever a file it was read from changes:
+/// `config_file`, if any, or a component of the routes (`first` is the
+/// config `app` was started with).
+pub async fn reload_when_asked(
+    read_config: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
+    config_file: Option<PathBuf>,
+    runtime: Arc<Runtime>,
+    app: App,
+    first: Config,
+    watch: bool,
+) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    let read_config = Arc::new(read_config);
+    let mut watched = Watched::files(config_file.iter().cloned().chain(components(&first)));
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        let why = tokio::select! {
+            _ = hangup.recv() => "SIGHUP",
+            _ = tick.tick(), if watch => {
+                if !watched.changed() {
+                    continue;
+                }
+                "a watched file changed"
+            }
+        };
+        let (read_config, runtime, current) = (read_config.clone(), runtime.clone(), app.routes());
+        // Compiling takes a while; the server goes on meanwhile.
+        let reloaded = tokio::task::spawn_blocking(move || {
+            let config = read_config()?;
+            let (routes, changes) = Routes::reload(&runtime, &config.routes, &current)?;
+            anyhow::Ok((config, routes, changes))
+        })
+        .await?;
+        match reloaded {
+            Ok((config, routes, changes)) => {
+                app.replace_routes(routes);
+                tracing::info!(
+                    added = ?changes.added,
+                    replaced = ?changes.replaced,
+                    removed = ?changes.removed,
+                    unchanged = ?changes.unchanged,
+                    "reloaded the routes ({why})"
+                );
+                watched = Watched::files(config_file.iter().cloned().chain(components(&config)));
+            }
+            Err(err) => {
+                tracing::warn!("reload refused ({why}); the previous routes keep serving: {err:#}");
+                // Not again until something changes.
+                watched = watched.again();
+            }
+        }
+    }
+}
+
+fn components(config: &Config) -> impl Iterator<Item = PathBuf> + '_ {
+    config.routes.iter().map(|route| route.component.clone())
+}
+
+/// Files and what they looked like (modification time and size; `None` if
+/// missing).
+struct Watched(Vec<(PathBuf, Option<(SystemTime, u64)>)>);
+
+impl Watched {
+    fn files(paths: impl Iterator<Item = PathBuf>) -> Self {
+        Self(paths.map(|path| (stamp(&path), path)).map(|(stamp, path)| (path, stamp)).collect())
+    }
+
+    /// The same files as they are now.
+    fn again(self) -> Self {
+        Self::files(self.0.into_iter().map(|(path, _)| path))
+    }
+
+    fn changed(&self) -> bool {
+        self.0.iter().any(|(path, seen)| stamp(path) != *seen)
+    }
+}
+
+fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
