@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve WebSocket routes, each handled by a component.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Talk to a WebSocket endpoint: each line of standard input is sent as a
     /// text message, each message received is printed.
     Talk {
@@ -142,7 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = args.config()?;
             init_logging(&config.log);
-            runtime()?.block_on(serve(config, args))
+            runtime()?.block_on(serve(config, *args))
         }
         Command::Talk { url } => {
             init_logging("wsplug=info");
