@@ -1,7 +1,7 @@
 # The README's commands. `make demo` serves the greeter and talks to it;
 # `make test` runs every test. Both install what they need first.
 
-.PHONY: demo chat test bench autobahn fuzz guests wasm-target test-services
+.PHONY: demo chat test bench autobahn fuzz guests wasm-target test-services install check-new
 
 # Guests are built for wasm32-wasip2, which cargo does not install by itself.
 wasm-target:
@@ -31,6 +31,15 @@ test-services:
 
 test: wasm-target test-services
 	cargo test --workspace
+
+# A release `wsplug` in ~/.cargo/bin (or in $(PREFIX)/bin with PREFIX=...).
+install:
+	cargo install --locked --path host $(if $(PREFIX),--root $(PREFIX))
+
+# `wsplug new` end to end: generated crates build and pass their tests.
+check-new: wasm-target
+	cargo build -p wsplug
+	./scripts/check-new-handler.sh
 
 # Benchmarks: release builds, then the closed-loop client against wsplug and
 # the native baseline, and the Node and Bun peers if npm can install them

@@ -4,6 +4,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! log = "wsplug=info"
+//! log-format = "text"         # or "json"
 //! max-connections = 10000     # WebSocket connections, whole host
 //! handshake-timeout = 10      # seconds to send complete request headers
 //! shutdown-grace = 10         # seconds guests get to finish on shutdown
@@ -58,6 +59,9 @@ pub struct Config {
     /// Default `wsplug=info`.
     #[serde(default = "defaults::log")]
     pub log: String,
+    /// How log lines look: `text` (default) or `json`, one object per line.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Open WebSocket connections allowed on the whole host; beyond it new
     /// upgrades get `503`. Default 10,000.
     #[serde(default = "defaults::max_connections")]
@@ -101,6 +105,17 @@ pub struct Config {
     /// The routes, `[[route]]` tables.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// Host-wide topic settings.
@@ -212,6 +227,7 @@ impl Default for Config {
         Self {
             listen: defaults::listen(),
             log: defaults::log(),
+            log_format: LogFormat::default(),
             max_connections: defaults::max_connections(),
             instance_pool: defaults::instance_pool(),
             handshake_timeout: defaults::handshake_timeout(),

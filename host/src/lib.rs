@@ -33,5 +33,5 @@ pub mod topics;
 pub use config::{Config, DirGrant, RouteConfig, StaticDir, TopicsConfig};
 pub use http::admin::Admin;
 pub use http::server::{App, Routes, Server};
-pub use runtime::{GuestPolicy, Handler, InstancePool, Runtime};
+pub use runtime::{Description, GuestPolicy, Handler, InstancePool, Runtime};
 pub use topics::{Broker, Published, SlowSubscriber, TopicError};

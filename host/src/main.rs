@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use wsplug::config::LogFormat;
 use wsplug::{Admin, App, Config, RouteConfig, Routes, Runtime, Server};
 
 mod reload;
+mod scaffold;
 mod talk;
 
 #[derive(Parser)]
@@ -22,6 +24,25 @@ struct Cli {
 enum Command {
     /// Serve WebSocket routes, each handled by a component.
     Serve(Box<ServeArgs>),
+    /// Check that a component is a handler this host can serve: what it
+    /// exports and imports. Exit code 0 if it is, 1 (with the reason) if not.
+    Check {
+        /// The component file.
+        component: PathBuf,
+    },
+    /// Create a handler crate at PATH that builds (`cargo handler`) and
+    /// whose test passes (`cargo test`) as generated.
+    New {
+        /// Where to create it; its last part is the crate's name.
+        path: PathBuf,
+        /// A sink and a source (server push) instead of a flow.
+        #[arg(long)]
+        sink_source: bool,
+        /// The wsplug checkout whose SDK and testkit the crate uses
+        /// [default: the one this wsplug was built from].
+        #[arg(long, value_name = "DIR")]
+        wsplug: Option<PathBuf>,
+    },
     /// Talk to a WebSocket endpoint: each line of standard input is sent as a
     /// text message, each message received is printed.
     Talk {
@@ -47,6 +68,9 @@ struct ServeArgs {
     /// wins over it.
     #[arg(long)]
     log: Option<String>,
+    /// How log lines look: text, or one JSON object per line [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// Open WebSocket connections allowed on the host [default: 10000].
     #[arg(long)]
     max_connections: Option<usize>,
@@ -98,6 +122,9 @@ impl ServeArgs {
         if let Some(log) = self.log {
             config.log = log;
         }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
         if let Some(max) = self.max_connections {
             config.max_connections = max;
         }
@@ -141,25 +168,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.config()?;
-            init_logging(&config.log);
+            init_logging(&config.log, config.log_format);
             runtime()?.block_on(serve(config, *args))
         }
+        Command::Check { component } => check(&component),
+        Command::New { path, sink_source, wsplug } => {
+            let kind = if sink_source { scaffold::Kind::SinkSource } else { scaffold::Kind::Flow };
+            scaffold::new_handler(&path, kind, wsplug.as_deref())?;
+            println!("created {}: `cargo test` there runs its test, `cargo handler` builds it", path.display());
+            Ok(())
+        }
         Command::Talk { url } => {
-            init_logging("wsplug=info");
+            init_logging("wsplug=info", LogFormat::Text);
             runtime()?.block_on(talk::talk(&url))
         }
     }
+}
+
+/// `wsplug check`: the same compile-and-link check `serve` makes at
+/// startup, then what the component is.
+fn check(component: &std::path::Path) -> anyhow::Result<()> {
+    let handler = Runtime::new()?.load(component, RouteConfig::new("/", component).guest_policy())?;
+    let described = handler.describe();
+    println!("{}: a wsplug handler that this host can serve", component.display());
+    println!("  world:     {}", described.world);
+    let handshake = if described.handshake { "its own (exports handshake)" } else { "the host's default" };
+    println!("  handshake: {handshake}");
+    println!("  exports:   {}", described.exports.join(", "));
+    println!("  imports:   {}", described.imports.join(", "));
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into());
-    // Colours only for a person at a terminal, not for files and pipes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        // Colours only for a person at a terminal, not for files and pipes.
+        LogFormat::Text => subscriber.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
 }
 
 async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {

@@ -258,6 +258,36 @@ pub struct Handler {
     policy: GuestPolicy,
 }
 
+/// What a handler component is, as `wsplug check` tells it.
+#[derive(Debug)]
+pub struct Description {
+    /// The handler world it exports: `flow-handler` or `sink-source-handler`.
+    pub world: &'static str,
+    /// Whether it exports the optional `handshake` interface.
+    pub handshake: bool,
+    /// What it imports (WASI, wsplug's topics), all provided by this host.
+    pub imports: Vec<String>,
+    /// What it exports.
+    pub exports: Vec<String>,
+}
+
+impl Handler {
+    /// What the component is and what it needs.
+    pub fn describe(&self) -> Description {
+        let component_type = self.pre.component().component_type();
+        let engine = self.pre.engine();
+        Description {
+            world: match self.role {
+                Role::Flow(_) => "flow-handler",
+                Role::SinkSource(_) => "sink-source-handler",
+            },
+            handshake: self.handshake.is_some(),
+            imports: component_type.imports(engine).map(|(name, _)| name.to_owned()).collect(),
+            exports: component_type.exports(engine).map(|(name, _)| name.to_owned()).collect(),
+        }
+    }
+}
+
 /// Which handler world the component exports.
 #[derive(Clone)]
 enum Role {

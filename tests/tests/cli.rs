@@ -216,3 +216,46 @@ async fn a_guest_that_never_writes_is_closed_as_idle_and_logged() -> anyhow::Res
     assert!(line.contains(r#"path="/deaf""#) && line.contains("code=1001") && line.contains("idle timeout"), "{line}");
     Ok(())
 }
+
+#[test]
+fn check_tells_what_a_component_is_or_why_it_cannot_be_served() {
+    let check = |component: &std::path::Path| {
+        let output = Command::new(wsplug_binary()).arg("check").arg(component).output().expect("wsplug runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let (code, text) = check(&example("chat"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("world:     flow-handler") && text.contains("its own (exports handshake)"), "{text}");
+    assert!(text.contains("wsplug:websocket/topics@0.1.0"), "{text}");
+    let (code, text) = check(&example("ticker"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("world:     sink-source-handler"), "{text}");
+
+    let (code, text) = check(&test_guest("not-a-handler"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("is not a wsplug handler") && text.contains("it exports []"), "{text}");
+    let (code, text) = check(std::path::Path::new("missing.wasm"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot read component file missing.wasm"), "{text}");
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut server = wsplug_tests::cli::Running(
+        Command::new(wsplug_binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--route"])
+            .arg(format!("/greeter={}", example("greeter").display()))
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stderr.take().expect("stderr")).read_line(&mut line)?;
+    let record: serde_json::Value = serde_json::from_str(&line)?;
+    assert_eq!(record["level"], "INFO", "{line}");
+    assert_eq!(record["target"], "wsplug", "{line}");
+    let message = record["fields"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("serving ws://127.0.0.1:") && message.ends_with("/greeter"), "{line}");
+    Ok(())
+}
