@@ -20,7 +20,7 @@ if [ ! -x "$venv/bin/wstest" ]; then
 fi
 
 . scripts/serve-in-background.sh
-serve_in_background --log warn --route "/echo=guest-examples/target/wasm32-wasip2/release/echo.wasm"
+serve_in_background --config autobahn/wsplug.toml
 
 rm -rf target/autobahn/report
 "$venv/bin/wstest" -m fuzzingclient -s autobahn/fuzzingclient.json > target/autobahn/wstest.log

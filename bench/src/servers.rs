@@ -128,7 +128,13 @@ impl Server {
         let wsplug = root().join("target/release/wsplug");
         let pool = std::env::var("WSPLUG_BENCH_POOL").is_ok_and(|value| value == "1");
         let admin_listen = if admin { "admin-listen = \"127.0.0.1:0\"\n" } else { "" };
-        let config = format!("instance-pool = {pool}\nmax-connections = 20000\n{admin_listen}\n{routes}");
+        // One client address opens thousands of connections here, as fast as
+        // it can, and sends as fast as it can: the per-client limits are off.
+        let config = format!(
+            "instance-pool = {pool}\nmax-connections = 20000\nmax-connections-per-ip = 0\n\
+             upgrades-per-second-per-ip = 0\n{admin_listen}\n{}",
+            routes.replace("[[route]]\n", "[[route]]\nmax-messages-per-second = 0\n")
+        );
         let config_file = std::env::temp_dir().join(format!("wsplug-bench-{}.toml", std::process::id()));
         std::fs::write(&config_file, config)?;
         let mut child = Command::new(&wsplug)

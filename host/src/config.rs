@@ -11,6 +11,14 @@
 //! tls-cert = "cert.pem"      # serve wss:// and https:// (PEM; with tls-key)
 //! tls-key = "key.pem"
 //! admin-listen = "127.0.0.1:8081" # the admin API (publishing); off if absent
+//! max-connections-per-ip = 256    # WebSockets open per client address; 0: no limit
+//! upgrades-per-second-per-ip = 20 # upgrades per client address (429 beyond); 0: no limit
+//! upgrade-burst-per-ip = 100      # ... of which this many at once
+//! trusted-proxies = ["10.0.0.0/8"] # peers whose X-Forwarded-For / Forwarded count
+//! max-header-bytes = 32768    # request headers (431 beyond)
+//! max-headers = 100           # request header count (431 beyond)
+//! max-uri-length = 8192       # request target (414 beyond)
+//! http2-max-concurrent-streams = 100
 //! admin-token = "s3cret"      # bearer token the admin API requires, if set
 //!
 //! [topics]
@@ -37,11 +45,15 @@
 //! max-topics = 64             # topics a connection may join or subscribe to
 //! max-buffered = 1048576      # bytes of topic messages queued per connection
 //! slow-subscriber = "drop"    # or "close" (1008) when max-buffered is full
+//! allowed-origins = ["https://app.example.com"] # default: same origin only
+//! max-messages-per-second = 1000 # per connection (1008 beyond); 0: no limit
+//! message-burst = 1000
 //! ```
 
 use crate::runtime::GuestPolicy;
 use crate::topics::SlowSubscriber;
 use anyhow::{Context as _, bail};
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -88,6 +100,38 @@ pub struct Config {
     /// The TLS private key (PEM) for `tls-cert`.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// WebSocket connections one client address may have open on the
+    /// host; beyond it upgrades get `429`. Zero: no limit. Default 256.
+    #[serde(default = "defaults::max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Upgrades a client address may make per second, on average; beyond
+    /// it `429` with `Retry-After`. Zero: no limit. Default 20.
+    #[serde(default = "defaults::upgrades_per_second_per_ip")]
+    pub upgrades_per_second_per_ip: f64,
+    /// How many upgrades a client address may make at once (the token
+    /// bucket's size). Default 100.
+    #[serde(default = "defaults::upgrade_burst_per_ip")]
+    pub upgrade_burst_per_ip: f64,
+    /// Peers (addresses or networks, e.g. `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` / `Forwarded` headers name the client. Default none:
+    /// the client is the peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The most bytes of request headers (`431` beyond); at least 8192.
+    /// Default 32 KiB.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// The most request headers (`431` beyond). Default 100.
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+    /// The longest request target, path and query (`414` beyond). Default
+    /// 8 KiB.
+    #[serde(default = "defaults::max_uri_length")]
+    pub max_uri_length: usize,
+    /// HTTP/2 streams a client may have open at once on a connection.
+    /// Default 100.
+    #[serde(default = "defaults::http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
     /// Where the admin API listens (publishing to topics); never on the
     /// public port. Default: no admin API.
     #[serde(default)]
@@ -210,6 +254,26 @@ pub struct RouteConfig {
     /// `drop` it (default) or `close` the connection with 1008.
     #[serde(default)]
     pub slow_subscriber: SlowSubscriber,
+    /// The pages (origins) that may open a WebSocket here, e.g.
+    /// `https://app.example.com`, `https://*.example.com`, or `*` for any;
+    /// a request with another `Origin` gets `403`. Default empty: only the
+    /// host's own pages (same origin); requests without `Origin` (clients
+    /// that are not browsers) are always let through.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Connections one client address may have open on this route (`429`
+    /// beyond); default: only the host's `max-connections-per-ip` applies.
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Messages a client may send per second on one connection, on average;
+    /// beyond it the connection is closed with 1008. Zero: no limit. Default
+    /// 1000.
+    #[serde(default = "defaults::max_messages_per_second")]
+    pub max_messages_per_second: f64,
+    /// How many messages a client may send at once (the token bucket's
+    /// size). Default 1000.
+    #[serde(default = "defaults::message_burst")]
+    pub message_burst: f64,
 }
 
 /// A host directory a route's guests may read.
@@ -232,6 +296,14 @@ impl Default for Config {
             instance_pool: defaults::instance_pool(),
             handshake_timeout: defaults::handshake_timeout(),
             shutdown_grace: defaults::shutdown_grace(),
+            max_connections_per_ip: defaults::max_connections_per_ip(),
+            upgrades_per_second_per_ip: defaults::upgrades_per_second_per_ip(),
+            upgrade_burst_per_ip: defaults::upgrade_burst_per_ip(),
+            trusted_proxies: Vec::new(),
+            max_header_bytes: defaults::max_header_bytes(),
+            max_headers: defaults::max_headers(),
+            max_uri_length: defaults::max_uri_length(),
+            http2_max_concurrent_streams: defaults::http2_max_concurrent_streams(),
             tls_cert: None,
             tls_key: None,
             admin_listen: None,
@@ -262,6 +334,10 @@ impl RouteConfig {
             max_topics: defaults::max_topics(),
             max_buffered: defaults::max_buffered(),
             slow_subscriber: SlowSubscriber::default(),
+            allowed_origins: Vec::new(),
+            max_connections_per_ip: None,
+            max_messages_per_second: defaults::max_messages_per_second(),
+            message_burst: defaults::message_burst(),
         }
     }
 
@@ -322,6 +398,12 @@ impl Config {
             if let Some(bad) = route.protocols.iter().find(|protocol| !is_token(protocol)) {
                 bail!("route {}: `{bad}` is not a valid subprotocol name", route.path);
             }
+            if let Err(why) = crate::http::edge::OriginPolicy::new(&route.allowed_origins) {
+                bail!("route {}: allowed-origins: {why}", route.path);
+            }
+            if route.max_messages_per_second < 0.0 || route.message_burst < 1.0 {
+                bail!("route {}: max-messages-per-second must be 0 or more, message-burst 1 or more", route.path);
+            }
             if route.max_connections == Some(0)
                 || route.max_message_size == 0
                 || route.max_frame_size == 0
@@ -349,6 +431,12 @@ impl Config {
         }
         if self.admin_listen.is_some_and(|admin| admin == self.listen && admin.port() != 0) {
             bail!("admin-listen must not be the public address {}", self.listen);
+        }
+        if self.upgrades_per_second_per_ip < 0.0 || self.upgrade_burst_per_ip < 1.0 {
+            bail!("upgrades-per-second-per-ip must be 0 or more, upgrade-burst-per-ip 1 or more");
+        }
+        if self.max_header_bytes < 8192 || self.max_headers == 0 || self.max_uri_length == 0 {
+            bail!("max-header-bytes must be at least 8192, max-headers and max-uri-length positive");
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("tls-cert and tls-key go together: give both or neither");
@@ -413,6 +501,33 @@ mod defaults {
     }
     pub fn topic_message_size() -> usize {
         1 << 20
+    }
+    pub fn max_connections_per_ip() -> usize {
+        256
+    }
+    pub fn upgrades_per_second_per_ip() -> f64 {
+        20.0
+    }
+    pub fn upgrade_burst_per_ip() -> f64 {
+        100.0
+    }
+    pub fn max_header_bytes() -> usize {
+        32 << 10
+    }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn max_uri_length() -> usize {
+        8 << 10
+    }
+    pub fn http2_max_concurrent_streams() -> u32 {
+        100
+    }
+    pub fn max_messages_per_second() -> f64 {
+        1000.0
+    }
+    pub fn message_burst() -> f64 {
+        1000.0
     }
     pub fn max_topics() -> usize {
         64

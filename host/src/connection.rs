@@ -23,6 +23,7 @@
 //! bounded channels are the backpressure in both directions.
 
 use crate::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo, Message as WitMessage};
+use crate::http::edge::TokenBucket;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::runtime::{ConnectionCtx, GuestInstance, HandlerExports};
 use crate::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE, IncomingMessages, OutgoingMessages};
@@ -91,6 +92,8 @@ pub struct Session {
     pub metrics: Arc<Metrics>,
     /// The route's counters: messages and bytes either way.
     pub route_metrics: RouteMetrics,
+    /// How many messages the client may send, how fast (`None`: no limit).
+    pub message_rate: Option<TokenBucket>,
     /// The route's frame and message limits.
     pub limits: ReadLimits,
 }
@@ -128,6 +131,7 @@ where
         shutdown_grace,
         metrics,
         route_metrics,
+        message_rate,
         limits,
     } = session;
     route_metrics.open.inc();
@@ -142,7 +146,8 @@ where
     let activity = Activity::new();
 
     let reader = FrameReader::new(read_half, limits);
-    let mut read = pin!(read_client(reader, incoming_tx, closed_tx, replies_tx, &activity, &shutdown, counted));
+    let counting = Counting { metrics: counted, rate: message_rate };
+    let mut read = pin!(read_client(reader, incoming_tx, closed_tx, replies_tx, &activity, &shutdown, counting));
     // The code of the client's close frame, if it closed first.
     let mut client_code = None;
     let mut read_done = false;
@@ -391,8 +396,9 @@ async fn read_client<R: AsyncRead + Unpin>(
     replies: mpsc::Sender<Reply>,
     activity: &Activity,
     shutdown: &CancellationToken,
-    counted: &RouteMetrics,
+    mut counting: Counting<'_>,
 ) -> ReadEnd {
+    let counted = counting.metrics;
     let mut input = Some(GuestInput { messages: incoming, body: None });
     let mut shutting_down = pin!(shutdown.cancelled());
     loop {
@@ -418,6 +424,13 @@ async fn read_client<R: AsyncRead + Unpin>(
             }
         };
         activity.touch();
+        if matches!(event, Event::Text(_) | Event::Binary(_) | Event::MessageStart { .. })
+            && let Some(rate) = &mut counting.rate
+            && rate.take().is_err()
+        {
+            let frame = close_frame(CloseCode::Policy, "too many messages");
+            return ReadEnd::Violation { frame, in_message: false };
+        }
         let message = match event {
             Event::Text(text) => {
                 count(&counted.messages_in, &counted.bytes_in, text.len());
@@ -486,6 +499,14 @@ struct GuestInput {
     messages: mpsc::Sender<ClientMessage>,
     /// The open streamed message's chunks, while the guest reads them.
     body: Option<mpsc::Sender<Bytes>>,
+}
+
+/// What the reader counts the client's messages against.
+struct Counting<'a> {
+    /// The route's counters.
+    metrics: &'a RouteMetrics,
+    /// The client's allowance of messages (`None`: no limit).
+    rate: Option<TokenBucket>,
 }
 
 /// What became of an item handed to the guest.

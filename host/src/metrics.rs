@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `wsplug_connections_open` | route | WebSocket connections open now |
 //! | `wsplug_connections_accepted_total` | route | upgrades accepted |
-//! | `wsplug_connections_refused_total` | route, reason | upgrades refused: `not-websocket` (4xx for a bad upgrade), `capacity` (503), `handshake` (the handler said no), `instantiation` (500) |
+//! | `wsplug_connections_refused_total` | route, reason | upgrades refused: `not-websocket` (4xx for a bad upgrade), `origin` (403), `rate-limit` (429), `capacity` (503), `handshake` (the handler said no), `instantiation` (500) |
 //! | `wsplug_messages_in_total`, `wsplug_bytes_in_total` | route | messages and payload bytes from clients |
 //! | `wsplug_messages_out_total`, `wsplug_bytes_out_total` | route | messages and payload bytes to clients, topic messages included |
 //! | `wsplug_closes_total` | route, code | connections ended, by the close code sent (the client's, echoed, if it closed first; `none` if the connection dropped) |
@@ -55,6 +55,10 @@ pub enum Refused {
     Handshake,
     /// The handler's instance could not be created.
     Instantiation,
+    /// The page that opened it is of an origin the route does not allow.
+    Origin,
+    /// The client opens too many, or too fast.
+    RateLimited,
 }
 
 /// Every figure of the host.
@@ -161,6 +165,8 @@ impl Metrics {
             Refused::Capacity => "capacity",
             Refused::Handshake => "handshake",
             Refused::Instantiation => "instantiation",
+            Refused::Origin => "origin",
+            Refused::RateLimited => "rate-limit",
         };
         self.refused.get_or_create(&Refusal { route: route.to_owned(), reason }).inc();
     }

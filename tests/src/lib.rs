@@ -127,8 +127,17 @@ impl TestServer {
 
     /// Opens a WebSocket connection to `path` (which may carry a query).
     pub async fn connect(&self, path: &str) -> anyhow::Result<Client> {
-        let url = format!("ws://{}{path}", self.address);
-        let (client, _) = guard(tokio_tungstenite::connect_async(url)).await??;
+        self.connect_with(path, &[]).await
+    }
+
+    /// Opens a WebSocket connection to `path` with extra request headers.
+    pub async fn connect_with(&self, path: &str, headers: &[(&'static str, &str)]) -> anyhow::Result<Client> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}{path}", self.address).into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse()?);
+        }
+        let (client, _) = guard(tokio_tungstenite::connect_async(request)).await??;
         Ok(client)
     }
 }

@@ -10,6 +10,18 @@ use wsplug_tests::{
     Client, RawClient, RawFrame, TestServer, config_with, example, receive, receive_text, resident_bytes, test_guest,
 };
 
+fn greeter() -> RouteConfig {
+    RouteConfig::new("/greeter", example("greeter"))
+}
+
+/// Hostile clients come from one address here, faster than a client's
+/// default allowance of upgrades: these tests are about what the host holds
+/// for each, not about that allowance (tests/tests/edge.rs is).
+fn unlimited_upgrades(mut config: Config) -> Config {
+    config.upgrades_per_second_per_ip = 0.0;
+    config
+}
+
 async fn expect_1011(client: &mut Client) -> anyhow::Result<()> {
     match receive(client).await? {
         Some(Message::Close(Some(frame))) if frame.code == CloseCode::Error => Ok(()),
@@ -94,7 +106,7 @@ async fn a_guest_that_traps_in_the_middle_of_a_streamed_reply_closes_with_1011()
 
 #[tokio::test]
 async fn connections_opened_and_dropped_in_a_loop_leave_nothing_behind() -> anyhow::Result<()> {
-    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    let server = TestServer::start_with(unlimited_upgrades(config_with([greeter()]))).await?;
     for round in 0..1000 {
         let mut client = server.connect("/greeter").await?;
         if round % 2 == 0 {
@@ -257,7 +269,7 @@ async fn a_frame_header_declaring_a_huge_payload_is_refused_at_once_with_1009() 
 
 #[tokio::test]
 async fn frames_declared_large_cost_no_memory_until_their_bytes_arrive() -> anyhow::Result<()> {
-    let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
+    let server = TestServer::start_with(unlimited_upgrades(config_with([greeter()]))).await?;
     let before = resident_bytes("self");
     let mut clients = Vec::new();
     // 100 frames of 16 MiB (the default frame limit) declared, a few bytes

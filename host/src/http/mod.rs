@@ -1,9 +1,10 @@
 //! The HTTP side of the host: the accept loop and routing ([`server`]), the
 //! WebSocket upgrade checks ([`upgrade`]), the handler's say in the
-//! handshake ([`handshake`]), static files ([`static_files`]) and the admin
-//! API ([`admin`]).
+//! handshake ([`handshake`]), who may connect how often ([`edge`]), static
+//! files ([`static_files`]), TLS ([`tls`]) and the admin API ([`admin`]).
 
 pub mod admin;
+pub mod edge;
 pub mod handshake;
 pub mod server;
 pub mod static_files;

@@ -4,6 +4,7 @@
 //! [`connection::serve`]; graceful shutdown.
 
 use super::Body;
+use super::edge::{ClientSlot, Clients, OriginPolicy, TokenBucket, client_address};
 use super::handshake::{self, Verdict};
 use super::static_files::StaticFiles;
 use super::upgrade::{self, Rejection, text_response};
@@ -22,10 +23,11 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -51,6 +53,7 @@ struct Route {
     config: RouteConfig,
     handler: Handler,
     permits: Option<Arc<Semaphore>>,
+    origins: OriginPolicy,
     /// The component file's contents when it was compiled, hashed.
     fingerprint: u64,
 }
@@ -107,7 +110,9 @@ impl Routes {
                 .load_bytes(&config.component, &bytes, config.guest_policy())
                 .with_context(|| format!("route {path}"))?;
             let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
-            let route = Route { config: config.clone(), handler, permits, fingerprint };
+            let origins = OriginPolicy::new(&config.allowed_origins)
+                .map_err(|why| anyhow::anyhow!("route {path}: allowed-origins: {why}"))?;
+            let route = Route { config: config.clone(), handler, permits, origins, fingerprint };
             if kept.is_some() { &mut changes.replaced } else { &mut changes.added }.push(path.clone());
             loaded.insert(path.clone(), Arc::new(route));
         }
@@ -139,6 +144,8 @@ struct AppInner {
     metrics: Arc<Metrics>,
     static_files: StaticFiles,
     broker: Arc<Broker>,
+    edge: EdgeSettings,
+    clients: Clients,
     /// Host-wide WebSocket connection permits.
     permits: Arc<Semaphore>,
     handshake_timeout: Duration,
@@ -175,6 +182,11 @@ impl App {
                 routes: RwLock::new(Arc::new(routes)),
                 metrics: Arc::default(),
                 static_files: StaticFiles::new(&config.static_dirs),
+                edge: EdgeSettings::from(config),
+                clients: Clients::new(
+                    (config.upgrades_per_second_per_ip > 0.0)
+                        .then_some((config.upgrades_per_second_per_ip, config.upgrade_burst_per_ip)),
+                ),
                 broker: Broker::new(&config.topics),
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 handshake_timeout: config.handshake_timeout,
@@ -220,9 +232,23 @@ impl App {
     }
 
     /// Serves HTTP/1.1 and cleartext HTTP/2 (both with WebSocket upgrades) on
-    /// one connection until it closes. The server calls this for each TCP
-    /// connection; the testkit for an in-memory one.
+    /// one connection until it closes, for a client whose address is not
+    /// known (per-client limits do not apply): the testkit's in-memory
+    /// connections.
     pub async fn serve_io<I>(&self, io: I) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_peer(io, None).await
+    }
+
+    /// Like [`App::serve_io`], for a connection from `peer`: the server
+    /// calls this for each TCP connection.
+    pub async fn serve_peer<I>(
+        &self,
+        io: I,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -230,13 +256,28 @@ impl App {
         let app = self.clone();
         let service = service_fn(move |request| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.route(request).await) }
+            async move { Ok::<_, Infallible>(app.route(request, peer).await) }
         });
+        let edge = &self.inner.edge;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // Slowloris: a client that does not finish its headers in time loses
-        // the connection.
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.inner.handshake_timeout);
-        builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+        // the connection. Headers over the limits get 431.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.inner.handshake_timeout)
+            .max_buf_size(edge.max_header_bytes)
+            .max_headers(edge.max_headers);
+        // Rapid reset (CVE-2023-44487): hyper's caps on streams reset before
+        // they are served or answered with errors end the connection.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol()
+            .max_concurrent_streams(edge.http2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(edge.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(HTTP2_MAX_ERROR_RESETS);
         let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
         tokio::select! {
             result = connection.as_mut() => result,
@@ -247,9 +288,12 @@ impl App {
         }
     }
 
-    /// Answers one request: the handshake's verdict for a WebSocket route,
-    /// a file for a static path, else 404.
-    async fn route(&self, mut request: Request<Incoming>) -> Response<Body> {
+    /// Answers one request from `peer`: the handshake's verdict for a
+    /// WebSocket route, a file for a static path, else 404.
+    async fn route(&self, mut request: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
+        if let Err(refusal) = check_request(&request, &self.inner.edge) {
+            return drained(request, text_response(refusal.0, refusal.1)).await;
+        }
         let routes = self.routes();
         let Some(route) = routes.routes.get(request.uri().path()) else {
             if let Some(file) = self.inner.static_files.serve(&request).await {
@@ -263,8 +307,34 @@ impl App {
             Ok(response) => response,
             Err(rejection) => {
                 metrics.refused(path, Refused::NotWebSocket);
+                if rejection == Rejection::BodyOnUpgrade {
+                    // Its body is not worth waiting for: answer, and close.
+                    let mut response = rejection.into_response();
+                    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                    return response;
+                }
                 return drained(request, rejection.into_response()).await;
             }
+        };
+        if !route.origins.allows(&request, self.inner.edge.tls) {
+            let origin = request.headers().get(header::ORIGIN).and_then(|origin| origin.to_str().ok());
+            tracing::info!(path, origin, "refused an upgrade from a page of another origin");
+            metrics.refused(path, Refused::Origin);
+            return drained(request, text_response(StatusCode::FORBIDDEN, "Origin not allowed.")).await;
+        }
+        let client_slots = match peer {
+            Some(peer) => match self.admit_client(route, &request, peer.ip()) {
+                Ok(slots) => slots,
+                Err((retry_after, why)) => {
+                    metrics.refused(path, Refused::RateLimited);
+                    let mut response = text_response(StatusCode::TOO_MANY_REQUESTS, why);
+                    let seconds = retry_after.as_secs_f64().ceil().max(1.0).to_string();
+                    let value = header::HeaderValue::from_str(&seconds).expect("digits are a header value");
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                    return drained(request, response).await;
+                }
+            },
+            None => Vec::new(),
         };
         let Some(permits) = self.acquire_permits(route) else {
             metrics.refused(path, Refused::Capacity);
@@ -326,6 +396,8 @@ impl App {
             shutdown_grace: self.inner.shutdown_grace,
             metrics: self.inner.metrics.clone(),
             route_metrics,
+            message_rate: (route.config.max_messages_per_second > 0.0)
+                .then(|| TokenBucket::new(route.config.max_messages_per_second, route.config.message_burst)),
             limits: ReadLimits {
                 max_message_size: route.config.max_message_size,
                 max_frame_size: route.config.max_frame_size,
@@ -338,7 +410,7 @@ impl App {
         let upgraded = hyper::upgrade::on(&mut request);
         let app = self.clone();
         self.inner.tasks.spawn(async move {
-            let _permits = permits;
+            let _permits = (permits, client_slots);
             let _open = Open::new(&app.inner.open_websockets);
             match upgraded.await {
                 Ok(upgraded) => {
@@ -349,6 +421,36 @@ impl App {
             }
         });
         response
+    }
+
+    /// Takes an upgrade from the client's allowance and counts its
+    /// connection, for the host and the route; or how long the client
+    /// should wait, and why.
+    fn admit_client<B>(
+        &self,
+        route: &Route,
+        request: &Request<B>,
+        peer: IpAddr,
+    ) -> Result<Vec<ClientSlot>, (Duration, &'static str)> {
+        let edge = &self.inner.edge;
+        let client = client_address(peer, request.headers(), &edge.trusted_proxies);
+        let refuse = |wait: Duration, why: &'static str| {
+            tracing::info!(%client, path = route.config.path, "refused an upgrade: {why}");
+            (wait, why)
+        };
+        let clients = &self.inner.clients;
+        clients.upgrade(client).map_err(|wait| refuse(wait, "Too many upgrades from your address; slow down."))?;
+        let host_limit = Some(edge.max_connections_per_ip).filter(|&max| max > 0);
+        let limits = [(None, host_limit), (Some(route.config.path.as_str()), route.config.max_connections_per_ip)];
+        let mut slots = Vec::new();
+        for (scope, limit) in limits {
+            let Some(limit) = limit else { continue };
+            let slot = clients
+                .open(scope, client, limit)
+                .ok_or_else(|| refuse(Duration::from_secs(1), "Too many connections from your address."))?;
+            slots.push(slot);
+        }
+        Ok(slots)
     }
 
     /// A host-wide permit and, if the route has a limit, a route permit.
@@ -424,11 +526,11 @@ impl Server {
             let tls = self.tls.clone();
             self.app.inner.tasks.spawn(async move {
                 let served = match tls {
-                    None => app.serve_io(tcp).await,
+                    None => app.serve_peer(tcp, Some(peer)).await,
                     // The TLS handshake is part of the time a client has to
                     // send its request headers.
                     Some(tls) => match tokio::time::timeout(app.inner.handshake_timeout, tls.accept(tcp)).await {
-                        Ok(Ok(stream)) => app.serve_io(stream).await,
+                        Ok(Ok(stream)) => app.serve_peer(stream, Some(peer)).await,
                         Ok(Err(err)) => Err(err.into()),
                         Err(_) => Err("the TLS handshake took too long".into()),
                     },
@@ -444,6 +546,55 @@ impl Server {
             tracing::warn!("some connections were still open at the end of the shutdown grace period");
         }
     }
+}
+
+/// The host-wide limits on requests and clients, from the config.
+struct EdgeSettings {
+    tls: bool,
+    max_header_bytes: usize,
+    max_headers: usize,
+    max_uri_length: usize,
+    http2_max_concurrent_streams: u32,
+    max_connections_per_ip: usize,
+    trusted_proxies: Vec<IpNet>,
+}
+
+impl From<&Config> for EdgeSettings {
+    fn from(config: &Config) -> Self {
+        Self {
+            tls: config.tls_cert.is_some(),
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            max_uri_length: config.max_uri_length,
+            http2_max_concurrent_streams: config.http2_max_concurrent_streams,
+            max_connections_per_ip: config.max_connections_per_ip,
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+    }
+}
+
+/// HTTP/2 streams a client may reset before the server has served them
+/// (rapid reset), and streams the server may end with an error, before the
+/// connection is closed.
+const HTTP2_MAX_PENDING_RESETS: usize = 20;
+const HTTP2_MAX_ERROR_RESETS: usize = 1024;
+
+/// What every request must be, whatever its path: a target of bounded
+/// length, a `Host` on HTTP/1.1, not both `Content-Length` and
+/// `Transfer-Encoding` (request smuggling). `Err` is the status and reason.
+fn check_request<B>(request: &Request<B>, edge: &EdgeSettings) -> Result<(), (StatusCode, &'static str)> {
+    let target = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
+    if target > edge.max_uri_length {
+        return Err((StatusCode::URI_TOO_LONG, "The request target is too long."));
+    }
+    let headers = request.headers();
+    if request.version() == hyper::Version::HTTP_11 && !headers.contains_key(header::HOST) {
+        return Err((StatusCode::BAD_REQUEST, "An HTTP/1.1 request needs a Host header."));
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err((StatusCode::BAD_REQUEST, "Content-Length and Transfer-Encoding together are refused."));
+    }
+    Ok(())
 }
 
 /// A component file's contents, hashed: the same for the same bytes in

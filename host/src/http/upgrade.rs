@@ -21,6 +21,9 @@ pub enum Rejection {
     UnsupportedVersion,
     /// `Sec-WebSocket-Key` is missing or malformed: `400`.
     BadKey,
+    /// An upgrade request with a body (`Content-Length` above 0, or
+    /// `Transfer-Encoding`): `400`.
+    BodyOnUpgrade,
     /// The host or the route is at its connection limit: `503` with
     /// `Retry-After`.
     TooManyConnections,
@@ -37,6 +40,7 @@ impl Rejection {
                 (StatusCode::UPGRADE_REQUIRED, "Unsupported Sec-WebSocket-Version; wsplug speaks 13.")
             }
             Rejection::BadKey => (StatusCode::BAD_REQUEST, "Missing or malformed Sec-WebSocket-Key."),
+            Rejection::BodyOnUpgrade => (StatusCode::BAD_REQUEST, "A websocket upgrade has no body."),
             Rejection::TooManyConnections => {
                 (StatusCode::SERVICE_UNAVAILABLE, "Too many connections; try again later.")
             }
@@ -92,6 +96,11 @@ pub fn accept<B>(request: &Request<B>) -> Result<Response<Body>, Rejection> {
             return Err(Rejection::HttpVersion);
         }
         check_version(headers)?;
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers.get(header::CONTENT_LENGTH).is_some_and(|length| length.as_bytes() != b"0");
+        if has_body {
+            return Err(Rejection::BodyOnUpgrade);
+        }
         let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or(Rejection::BadKey)?;
         if !is_valid_key(key.as_bytes()) {
             return Err(Rejection::BadKey);
