@@ -243,6 +243,8 @@ async fn beyond_the_host_connection_cap_upgrades_get_503() -> anyhow::Result<()>
 async fn a_busy_guest_that_keeps_doing_io_is_not_mistaken_for_a_loop() -> anyhow::Result<()> {
     let mut route = RouteConfig::new("/echo", example("echo"));
     route.cpu_budget = Duration::from_millis(200);
+    // Thousands of messages a second: more than a client may send by default.
+    route.max_messages_per_second = 0.0;
     let server = TestServer::start_with(config_with([route])).await?;
     let mut client = server.connect("/echo").await?;
     // Back to back for several budgets: the guest runs in every epoch tick,
