@@ -28,6 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod runtime;
 pub mod streams;
+pub mod system;
 pub mod topics;
 
 pub use config::{Config, DirGrant, RouteConfig, StaticDir, TopicsConfig};

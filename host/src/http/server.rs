@@ -188,7 +188,7 @@ impl App {
                         .then_some((config.upgrades_per_second_per_ip, config.upgrade_burst_per_ip)),
                 ),
                 broker: Broker::new(&config.topics),
-                permits: Arc::new(Semaphore::new(config.max_connections)),
+                permits: Arc::new(Semaphore::new(host_connections(config))),
                 handshake_timeout: config.handshake_timeout,
                 shutdown_grace: config.shutdown_grace,
                 shutdown: CancellationToken::new(),
@@ -354,6 +354,18 @@ impl App {
         let started = Instant::now();
         let mut guest = match route.handler.instantiate(id, path, topics).await {
             Ok(guest) => guest,
+            Err(err) if crate::system::out_of_mappings(&err) => {
+                // The kernel refused the instance's memory: a capacity limit,
+                // not the handler's fault.
+                tracing::warn!(
+                    connection = id,
+                    path,
+                    "cannot instantiate the handler: {}",
+                    crate::system::OUT_OF_MAPPINGS
+                );
+                metrics.refused(path, Refused::Capacity);
+                return drained(request, Rejection::TooManyConnections.into_response()).await;
+            }
             Err(err) if err.is::<PoolConcurrencyLimitError>() => {
                 // Only if the pool is smaller than the connection caps allow.
                 tracing::warn!(connection = id, path, "instance pool full: {err}");
@@ -546,6 +558,17 @@ impl Server {
             tracing::warn!("some connections were still open at the end of the shutdown grace period");
         }
     }
+}
+
+/// The connections the host takes: `max-connections`, or fewer if the
+/// kernel's mapping limit allows fewer (then a warning says how to raise
+/// it).
+fn host_connections(config: &Config) -> usize {
+    let (allowed, warning) = crate::system::connections_allowed(config.max_connections);
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    allowed
 }
 
 /// The host-wide limits on requests and clients, from the config.
