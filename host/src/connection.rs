@@ -581,6 +581,8 @@ async fn write_client<W: AsyncWrite + Unpin>(
     let mut reader_done = false;
     // Once the guest is gone, so is every sender of topic frames.
     let mut topics_done = false;
+    // Whether the guest's next message goes before more topic frames.
+    let mut guest_turn = false;
     let mut ping =
         (!ping_interval.is_zero()).then(|| tokio::time::interval_at(Instant::now() + ping_interval, ping_interval));
     // Re-armed only when it fires, not on every message.
@@ -626,16 +628,22 @@ async fn write_client<W: AsyncWrite + Unpin>(
                     }
                 }
             }
-            frame = topics.recv(), if body.is_none() && !topics_done => match frame {
+            // After a batch of topic frames the guest's next message goes
+            // first: a busy topic must not keep the guest's answers out.
+            frame = topics.recv(), if body.is_none() && !topics_done && !(guest_turn && !outgoing.is_empty()) => match frame {
                 Some(frame) => {
                     activity.touch();
                     count(&counted.messages_out, &counted.bytes_out, wsplug_wire::payload_length(&frame));
                     writer.queue_frame(frame);
-                    // What else is queued goes in the same write.
-                    while let Some(frame) = topics.try_recv() {
+                    // What else is queued goes in the same write, up to a
+                    // write's worth: what waits stays counted in the budget.
+                    while !writer.wants_flush()
+                        && let Some(frame) = topics.try_recv()
+                    {
                         count(&counted.messages_out, &counted.bytes_out, wsplug_wire::payload_length(&frame));
                         writer.queue_frame(frame);
                     }
+                    guest_turn = true;
                     !outgoing.is_empty()
                 }
                 None => {
@@ -643,7 +651,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
                     continue;
                 }
             },
-            message = outgoing.recv(), if body.is_none() => match message {
+            message = outgoing.recv(), if body.is_none() => match message.inspect(|_| guest_turn = false) {
                 None => {
                     return match writer.flush().await {
                         Ok(()) => WriteEnd::Drained,

@@ -174,7 +174,14 @@ impl Metrics {
     /// A connection to `route` ended with close `code` (`None`: no close
     /// frame).
     pub fn closed(&self, route: &str, code: Option<u16>) {
-        let code = code.map_or_else(|| "none".to_owned(), |code| code.to_string());
+        // The codes applications and libraries choose are one label each
+        // range: a client must not make a series per code it sends.
+        let code = match code {
+            None => "none".to_owned(),
+            Some(3000..=3999) => "3xxx".to_owned(),
+            Some(4000..=4999) => "4xxx".to_owned(),
+            Some(code) => code.to_string(),
+        };
         self.closes.get_or_create(&Close { route: route.to_owned(), code }).inc();
     }
 

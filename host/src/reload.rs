@@ -40,6 +40,9 @@ pub async fn reload_when_asked(
                 "a watched file changed"
             }
         };
+        // The files as they are before they are read: a change made while
+        // the reload runs differs from this, and triggers the next one.
+        let before = watched.again();
         let (read_config, runtime, current) = (read_config.clone(), runtime.clone(), app.routes());
         // Compiling takes a while; the server goes on meanwhile.
         let reloaded = tokio::task::spawn_blocking(move || {
@@ -58,12 +61,12 @@ pub async fn reload_when_asked(
                     unchanged = ?changes.unchanged,
                     "reloaded the routes ({why})"
                 );
-                watched = Watched::files(config_file.iter().cloned().chain(components(&config)));
+                watched = before.with(config_file.iter().cloned().chain(components(&config)));
             }
             Err(err) => {
                 tracing::warn!("reload refused ({why}); the previous routes keep serving: {err:#}");
                 // Not again until something changes.
-                watched = watched.again();
+                watched = before;
             }
         }
     }
@@ -83,8 +86,21 @@ impl Watched {
     }
 
     /// The same files as they are now.
-    fn again(self) -> Self {
-        Self::files(self.0.into_iter().map(|(path, _)| path))
+    fn again(&self) -> Self {
+        Self::files(self.0.iter().map(|(path, _)| path.clone()))
+    }
+
+    /// `paths`, as they were in `self` if it has them, else as they are now.
+    fn with(self, paths: impl Iterator<Item = PathBuf>) -> Self {
+        Self(
+            paths
+                .map(|path| {
+                    let seen =
+                        self.0.iter().find(|(known, _)| *known == path).map_or_else(|| stamp(&path), |(_, seen)| *seen);
+                    (path, seen)
+                })
+                .collect(),
+        )
     }
 
     fn changed(&self) -> bool {

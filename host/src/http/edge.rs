@@ -98,20 +98,16 @@ impl OriginPolicy {
         Ok(Self { allowed })
     }
 
-    /// Whether `request` (over TLS or not) may open a WebSocket: a request
-    /// without `Origin` may; one with it needs an origin the policy allows,
-    /// by default the request's own host.
-    pub fn allows<B>(&self, request: &Request<B>, tls: bool) -> bool {
+    /// Whether `request` may open a WebSocket: a request without `Origin`
+    /// may; one with it needs an origin the policy allows, by default the
+    /// host the client asked for (`public`, see [`public_authority`]).
+    pub fn allows<B>(&self, request: &Request<B>, public: &PublicAuthority) -> bool {
         let Some(origin) = request.headers().get(header::ORIGIN) else { return true };
         let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else { return false };
         if self.allowed.is_empty() {
             // Same origin: the page came from the host this request is for.
-            let authority =
-                request.uri().authority().map(|authority| authority.as_str().to_owned()).or_else(|| {
-                    request.headers().get(header::HOST).and_then(|host| host.to_str().ok()).map(str::to_owned)
-                });
-            let default_port = if tls { 443 } else { 80 };
-            return authority.and_then(|authority| split_port(&authority, default_port))
+            let default_port = if public.secure { 443 } else { 80 };
+            return public.authority.as_deref().and_then(|authority| split_port(authority, default_port))
                 == Some((origin.host, origin.port));
         }
         self.allowed.iter().any(|allowed| match allowed {
@@ -124,33 +120,91 @@ impl OriginPolicy {
     }
 }
 
+/// The host a client asked for and whether over TLS, as its browser saw it.
+#[derive(Debug)]
+pub struct PublicAuthority {
+    /// `host[:port]`.
+    pub authority: Option<String>,
+    /// Whether the client spoke TLS (to this host or to the proxy).
+    pub secure: bool,
+}
+
+/// The host and scheme the client used: the request's own (`Host` or
+/// HTTP/2's `:authority`; TLS if this host serves it), or, from a trusted
+/// proxy that terminates TLS or rewrites `Host`, what it forwards
+/// (`X-Forwarded-Host`, `X-Forwarded-Proto`).
+pub fn public_authority<B>(request: &Request<B>, tls: bool, from_trusted_proxy: bool) -> PublicAuthority {
+    let headers = request.headers();
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+    let own = request
+        .uri()
+        .authority()
+        .map(|authority| authority.as_str().to_owned())
+        .or_else(|| text(header::HOST.as_str()).map(str::to_owned));
+    if !from_trusted_proxy {
+        return PublicAuthority { authority: own, secure: tls };
+    }
+    let authority = text("x-forwarded-host").map(|host| host.split(',').next().unwrap_or(host).trim().to_owned());
+    let secure = match text("x-forwarded-proto") {
+        Some(proto) => ["https", "wss"].iter().any(|secure| proto.eq_ignore_ascii_case(secure)),
+        None => tls,
+    };
+    PublicAuthority { authority: authority.or(own), secure }
+}
+
+/// Whether `peer` is one of the `trusted` proxies.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
 /// The client's address: the peer's, or, if the peer is a trusted proxy,
 /// the one it forwards (`X-Forwarded-For`, else `Forwarded`), read from the
-/// right past every trusted proxy.
+/// right past every trusted proxy. An entry that is not an address
+/// (`unknown`, an obfuscated `_name`) ends the walk: what lies left of it
+/// came from the client and proves nothing, so the peer counts.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
-    if !is_trusted(&peer) {
+    if !is_trusted(peer, trusted) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = if headers.contains_key("x-forwarded-for") {
+    let entries: Vec<String> = if headers.contains_key("x-forwarded-for") {
         headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .filter_map(|entry| parse_address(entry.trim()))
+            .map(|entry| entry.trim().to_owned())
             .collect()
     } else {
         headers
             .get_all(header::FORWARDED)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split([',', ';']))
-            .filter_map(|pair| pair.trim().strip_prefix("for=").or_else(|| pair.trim().strip_prefix("For=")))
-            .filter_map(|value| parse_address(value.trim_matches('"')))
+            .flat_map(|value| value.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.eq_ignore_ascii_case("for").then(|| value.trim_matches('"').to_owned())
+                })
+            })
             .collect()
     };
-    forwarded.into_iter().rev().find(|address| !is_trusted(address)).unwrap_or(peer)
+    for entry in entries.iter().rev() {
+        match parse_address(entry) {
+            Some(address) if is_trusted(address, trusted) => continue,
+            Some(address) => return address,
+            None => return peer,
+        }
+    }
+    peer
+}
+
+/// The key a client is counted under: its address, or for IPv6 its /64
+/// (one subscriber's network: anyone holds a /64's worth of addresses).
+pub fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+    }
 }
 
 /// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `[::1]:5678`,
@@ -200,8 +254,15 @@ impl TokenBucket {
 #[derive(Debug)]
 pub struct Clients {
     upgrades: Option<(f64, f64)>,
-    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+    buckets: Mutex<Buckets>,
     open: OpenCounts,
+}
+
+/// The upgrade buckets, and when to look for idle ones next.
+#[derive(Debug, Default)]
+struct Buckets {
+    by_client: HashMap<IpAddr, TokenBucket>,
+    sweep_at: usize,
 }
 
 /// Open connections by scope (the host, `None`, or a route) and client.
@@ -214,7 +275,11 @@ impl Clients {
     /// Upgrades limited to `rate` a second with `burst` saved up (`None`:
     /// no limit).
     pub fn new(upgrades: Option<(f64, f64)>) -> Self {
-        Self { upgrades, buckets: Mutex::default(), open: Arc::default() }
+        Self {
+            upgrades,
+            buckets: Mutex::new(Buckets { sweep_at: BUCKETS_KEPT, ..Buckets::default() }),
+            open: Arc::default(),
+        }
     }
 
     /// Takes an upgrade from `client`'s allowance, or says how long until
@@ -222,18 +287,21 @@ impl Clients {
     pub fn upgrade(&self, client: IpAddr) -> Result<(), Duration> {
         let Some((rate, burst)) = self.upgrades else { return Ok(()) };
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() >= BUCKETS_KEPT {
+        if buckets.by_client.len() >= buckets.sweep_at {
+            // Forget the full buckets; sweep again once the map has doubled,
+            // so that sweeping costs little per upgrade.
             let now = Instant::now();
-            buckets.retain(|_, bucket| !bucket.is_idle(now));
+            buckets.by_client.retain(|_, bucket| !bucket.is_idle(now));
+            buckets.sweep_at = (2 * buckets.by_client.len()).max(BUCKETS_KEPT);
         }
-        buckets.entry(client).or_insert_with(|| TokenBucket::new(rate, burst)).take()
+        buckets.by_client.entry(client_key(client)).or_insert_with(|| TokenBucket::new(rate, burst)).take()
     }
 
     /// Counts a connection of `client` against `limit` for the host (`route`
     /// `None`) or for a route; the slot frees it when dropped. `None`: the
     /// client has as many open as it may.
     pub fn open(&self, route: Option<&str>, client: IpAddr, limit: usize) -> Option<ClientSlot> {
-        let key = (route.map(str::to_owned), client);
+        let key = (route.map(str::to_owned), client_key(client));
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = open.entry(key.clone()).or_default();
         if *count >= limit {
@@ -267,39 +335,61 @@ impl Drop for ClientSlot {
 mod tests {
     use super::*;
 
-    fn request(origin: Option<&str>, host: &str) -> Request<()> {
+    struct Test(Request<()>, bool);
+
+    impl OriginPolicy {
+        fn check(&self, request: Test) -> bool {
+            self.allows(&request.0, &public_authority(&request.0, request.1, false))
+        }
+    }
+
+    fn request(origin: Option<&str>, host: &str, tls: bool) -> Test {
         let mut builder = Request::get("/chat").header("host", host);
         if let Some(origin) = origin {
             builder = builder.header("origin", origin);
         }
-        builder.body(()).unwrap()
+        Test(builder.body(()).unwrap(), tls)
     }
 
     #[test]
     fn same_origin_by_default() {
         let policy = OriginPolicy::new(&[]).unwrap();
-        assert!(policy.allows(&request(None, "chat.example.com"), false));
-        assert!(policy.allows(&request(Some("http://chat.example.com"), "chat.example.com"), false));
-        assert!(policy.allows(&request(Some("https://chat.example.com"), "chat.example.com"), true));
-        assert!(policy.allows(&request(Some("http://127.0.0.1:8080"), "127.0.0.1:8080"), false));
-        assert!(!policy.allows(&request(Some("http://127.0.0.1:8081"), "127.0.0.1:8080"), false));
-        assert!(!policy.allows(&request(Some("https://evil.example"), "chat.example.com"), true));
-        assert!(!policy.allows(&request(Some("null"), "chat.example.com"), false));
+        assert!(policy.check(request(None, "chat.example.com", false)));
+        assert!(policy.check(request(Some("http://chat.example.com"), "chat.example.com", false)));
+        assert!(policy.check(request(Some("https://chat.example.com"), "chat.example.com", true)));
+        assert!(policy.check(request(Some("http://127.0.0.1:8080"), "127.0.0.1:8080", false)));
+        assert!(!policy.check(request(Some("http://127.0.0.1:8081"), "127.0.0.1:8080", false)));
+        assert!(!policy.check(request(Some("https://evil.example"), "chat.example.com", true)));
+        assert!(!policy.check(request(Some("null"), "chat.example.com", false)));
     }
 
     #[test]
     fn listed_origins_and_subdomains() {
         let allowed = ["https://app.example.com".to_owned(), "https://*.example.org".to_owned()];
         let policy = OriginPolicy::new(&allowed).unwrap();
-        assert!(policy.allows(&request(Some("https://app.example.com"), "ws.example.com"), true));
-        assert!(policy.allows(&request(Some("https://APP.example.com:443"), "ws.example.com"), true));
-        assert!(!policy.allows(&request(Some("http://app.example.com"), "ws.example.com"), true));
-        assert!(policy.allows(&request(Some("https://a.b.example.org"), "ws.example.com"), true));
-        assert!(!policy.allows(&request(Some("https://example.org"), "ws.example.com"), true));
-        assert!(!policy.allows(&request(Some("https://evilexample.org"), "ws.example.com"), true));
-        assert!(OriginPolicy::new(&["*".to_owned()]).unwrap().allows(&request(Some("https://x.y"), "z"), true));
+        assert!(policy.check(request(Some("https://app.example.com"), "ws.example.com", true)));
+        assert!(policy.check(request(Some("https://APP.example.com:443"), "ws.example.com", true)));
+        assert!(!policy.check(request(Some("http://app.example.com"), "ws.example.com", true)));
+        assert!(policy.check(request(Some("https://a.b.example.org"), "ws.example.com", true)));
+        assert!(!policy.check(request(Some("https://example.org"), "ws.example.com", true)));
+        assert!(!policy.check(request(Some("https://evilexample.org"), "ws.example.com", true)));
+        assert!(OriginPolicy::new(&["*".to_owned()]).unwrap().check(request(Some("https://x.y"), "z", true)));
         assert!(OriginPolicy::new(&["example.com".to_owned()]).is_err());
         assert!(OriginPolicy::new(&["https://a*.example.com".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_forwarded_host_and_scheme_count() {
+        let request = Request::get("/chat")
+            .header("host", "backend:8080")
+            .header("origin", "https://chat.example.com")
+            .header("x-forwarded-host", "chat.example.com")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap();
+        let policy = OriginPolicy::new(&[]).unwrap();
+        assert!(policy.allows(&request, &public_authority(&request, false, true)));
+        assert!(!policy.allows(&request, &public_authority(&request, false, false)));
     }
 
     #[test]
@@ -314,6 +404,14 @@ mod tests {
         let mut forwarded = HeaderMap::new();
         forwarded.insert(header::FORWARDED, "for=\"[2001:db8::1]:4711\";proto=https".parse().unwrap());
         assert_eq!(client_address(proxy, &forwarded, &trusted), "2001:db8::1".parse::<IpAddr>().unwrap());
+        // What a client wrote left of an entry the proxy could not name
+        // proves nothing.
+        let mut hidden = HeaderMap::new();
+        hidden.insert("x-forwarded-for", "203.0.113.7, unknown".parse().unwrap());
+        assert_eq!(client_address(proxy, &hidden, &trusted), proxy);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b), "one /64, one client");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! [`connection::serve`]; graceful shutdown.
 
 use super::Body;
-use super::edge::{ClientSlot, Clients, OriginPolicy, TokenBucket, client_address};
+use super::edge::{ClientSlot, Clients, OriginPolicy, TokenBucket, client_address, is_trusted, public_authority};
 use super::handshake::{self, Verdict};
 use super::static_files::StaticFiles;
 use super::upgrade::{self, Rejection, text_response};
@@ -44,6 +44,10 @@ use wsplug_wire::ReadLimits;
 /// How much of a rejected request's body is read and discarded so that the
 /// connection can serve the next request; past this the connection is closed.
 const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// How long a rejected request's body is read for at most; past this the
+/// connection is closed instead.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Beyond the grace period, how long shutdown waits for close handshakes.
 const CLOSE_HANDSHAKE_ALLOWANCE: Duration = Duration::from_secs(5);
@@ -316,7 +320,9 @@ impl App {
                 return drained(request, rejection.into_response()).await;
             }
         };
-        if !route.origins.allows(&request, self.inner.edge.tls) {
+        let from_proxy = peer.is_some_and(|peer| is_trusted(peer.ip(), &self.inner.edge.trusted_proxies));
+        let public = public_authority(&request, self.inner.edge.tls, from_proxy);
+        if !route.origins.allows(&request, &public) {
             let origin = request.headers().get(header::ORIGIN).and_then(|origin| origin.to_str().ok());
             tracing::info!(path, origin, "refused an upgrade from a page of another origin");
             metrics.refused(path, Refused::Origin);
@@ -538,7 +544,14 @@ impl Server {
             let tls = self.tls.clone();
             self.app.inner.tasks.spawn(async move {
                 let served = match tls {
-                    None => app.serve_peer(tcp, Some(peer)).await,
+                    // A client that connects and says nothing is dropped at
+                    // the handshake timeout: hyper's own header timeout only
+                    // starts once it has seen the first bytes.
+                    None => match tokio::time::timeout(app.inner.handshake_timeout, tcp.peek(&mut [0; 1])).await {
+                        Ok(Ok(1..)) => app.serve_peer(tcp, Some(peer)).await,
+                        Ok(_) => Ok(()),
+                        Err(_) => Err("no request within the handshake timeout".into()),
+                    },
                     // The TLS handshake is part of the time a client has to
                     // send its request headers.
                     Some(tls) => match tokio::time::timeout(app.inner.handshake_timeout, tls.accept(tcp)).await {
@@ -603,8 +616,7 @@ const HTTP2_MAX_PENDING_RESETS: usize = 20;
 const HTTP2_MAX_ERROR_RESETS: usize = 1024;
 
 /// What every request must be, whatever its path: a target of bounded
-/// length, a `Host` on HTTP/1.1, not both `Content-Length` and
-/// `Transfer-Encoding` (request smuggling). `Err` is the status and reason.
+/// length, a `Host` on HTTP/1.1. `Err` is the status and reason.
 fn check_request<B>(request: &Request<B>, edge: &EdgeSettings) -> Result<(), (StatusCode, &'static str)> {
     let target = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
     if target > edge.max_uri_length {
@@ -614,9 +626,9 @@ fn check_request<B>(request: &Request<B>, edge: &EdgeSettings) -> Result<(), (St
     if request.version() == hyper::Version::HTTP_11 && !headers.contains_key(header::HOST) {
         return Err((StatusCode::BAD_REQUEST, "An HTTP/1.1 request needs a Host header."));
     }
-    if headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING) {
-        return Err((StatusCode::BAD_REQUEST, "Content-Length and Transfer-Encoding together are refused."));
-    }
+    // Both Content-Length and Transfer-Encoding (request smuggling) never get
+    // here: hyper drops the length, reads the chunked body and closes the
+    // connection after the answer.
     Ok(())
 }
 
@@ -643,18 +655,23 @@ async fn drained(request: Request<Incoming>, mut response: Response<Body>) -> Re
     // HTTP/2 resets just the stream; only HTTP/1 needs the connection closed.
     let http1 = request.version() < hyper::Version::HTTP_2;
     let mut body = request.into_body();
-    let mut discarded = 0;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => discarded += frame.data_ref().map_or(0, Bytes::len),
-            Err(_) => break,
-        }
-        if discarded > DRAIN_LIMIT {
-            if http1 {
-                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    let drain = async {
+        let mut discarded = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => discarded += frame.data_ref().map_or(0, Bytes::len),
+                Err(_) => return true,
             }
-            break;
+            if discarded > DRAIN_LIMIT {
+                return false;
+            }
         }
+        true
+    };
+    // A body that trickles in is not waited for either.
+    let drained = tokio::time::timeout(DRAIN_TIME, drain).await.unwrap_or(false);
+    if !drained && http1 {
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     }
     response
 }

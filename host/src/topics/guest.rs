@@ -132,7 +132,7 @@ impl<T: GuestProgress + 'static> wit::HostWithStore<T> for Topics {
             Ok(registration) => registration,
             Err(error) => return Ok(Err(error.into())),
         };
-        let stream = StreamReader::new(&mut access, Subscription { messages, _registration: registration })?;
+        let stream = StreamReader::new(&mut access, Subscription { _registration: registration, messages })?;
         Ok(Ok(stream))
     }
 }
@@ -140,8 +140,11 @@ impl<T: GuestProgress + 'static> wit::HostWithStore<T> for Topics {
 /// Feeds a topic's messages to the handler's `subscribe` stream; the
 /// subscription ends when the handler drops the stream.
 struct Subscription {
-    messages: Receiver<Published>,
+    // Dropped first: once the broker has forgotten the subscription (under
+    // its write lock, after every delivery in progress), nothing more can
+    // arrive, and dropping the queue gives back all it holds.
     _registration: Registration,
+    messages: Receiver<Published>,
 }
 
 impl<D: GuestProgress + 'static> StreamProducer<D> for Subscription {

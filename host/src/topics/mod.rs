@@ -10,7 +10,8 @@
 //! `Bytes`. Nobody waits: a subscriber whose queue is full loses the message
 //! (`slow-subscriber = "drop"`) or is closed with 1008 (`"close"`), so the
 //! publisher never waits on a slow subscriber and no queue grows past its
-//! connection's `max-buffered`.
+//! connection's `max-buffered` (the writer takes at most one write's worth
+//! out of it at a time).
 //!
 //! The [`Broker`] is the one seam between publishers and subscribers. With
 //! `[topics] redis`, its relay carries every publish to the other hosts on
