@@ -630,7 +630,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
             }
             // After a batch of topic frames the guest's next message goes
             // first: a busy topic must not keep the guest's answers out.
-            frame = topics.recv(), if body.is_none() && !topics_done && !(guest_turn && !outgoing.is_empty()) => match frame {
+            frame = topics.recv(), if body.is_none() && !topics_done && (!guest_turn || outgoing.is_empty()) => match frame {
                 Some(frame) => {
                     activity.touch();
                     count(&counted.messages_out, &counted.bytes_out, wsplug_wire::payload_length(&frame));

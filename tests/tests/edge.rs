@@ -114,15 +114,17 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() -> anyhow::Result
 #[tokio::test]
 async fn upgrades_too_fast_get_429_with_retry_after() -> anyhow::Result<()> {
     let mut config = config_with([greeter()]);
-    config.upgrades_per_second_per_ip = 1.0;
+    // One upgrade every 2 s after a burst of 2: slow enough that a loaded
+    // machine cannot refill the bucket between the test's upgrades.
+    config.upgrades_per_second_per_ip = 0.5;
     config.upgrade_burst_per_ip = 2.0;
     let server = TestServer::start_with(config).await?;
     let _first = server.connect("/greeter").await?;
     let _second = server.connect("/greeter").await?;
     let refused = upgrade(server.address, "/greeter", "").await?;
     assert_eq!((refused.status, refused.body.as_str()), (429, "Too many upgrades from your address; slow down."));
-    assert!(refused.head.contains("retry-after: 1"), "{}", refused.head);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(refused.head.contains("retry-after: 2"), "{}", refused.head);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(upgrade(server.address, "/greeter", "").await?.status, 101, "the allowance refills");
     Ok(())
 }
@@ -130,7 +132,7 @@ async fn upgrades_too_fast_get_429_with_retry_after() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_client_that_sends_too_fast_is_closed_with_1008() -> anyhow::Result<()> {
     let mut echo = RouteConfig::new("/echo", example("echo"));
-    echo.max_messages_per_second = 5.0;
+    echo.max_messages_per_second = 1.0;
     echo.message_burst = 5.0;
     let server = TestServer::start_with(config_with([echo])).await?;
     let mut calm = server.connect("/echo").await?;
