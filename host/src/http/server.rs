@@ -281,7 +281,11 @@ impl App {
             .max_concurrent_streams(edge.http2_max_concurrent_streams)
             .max_header_list_size(u32::try_from(edge.max_header_bytes).unwrap_or(u32::MAX))
             .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
-            .max_local_error_reset_streams(HTTP2_MAX_ERROR_RESETS);
+            .max_local_error_reset_streams(HTTP2_MAX_ERROR_RESETS)
+            // A peer that stops answering pings is gone: its connection is
+            // closed instead of held.
+            .keep_alive_interval(HTTP2_PING_INTERVAL)
+            .keep_alive_timeout(HTTP2_PING_TIMEOUT);
         let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
         tokio::select! {
             result = connection.as_mut() => result,
@@ -614,6 +618,11 @@ impl From<&Config> for EdgeSettings {
 /// connection is closed.
 const HTTP2_MAX_PENDING_RESETS: usize = 20;
 const HTTP2_MAX_ERROR_RESETS: usize = 1024;
+
+/// How often an HTTP/2 connection is pinged, and how long an answer may
+/// take.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every request must be, whatever its path: a target of bounded
 /// length, a `Host` on HTTP/1.1. `Err` is the status and reason.

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -43,6 +43,10 @@ const PUBLISH_QUEUE: usize = 4096;
 
 /// The most publishes sent in one pipeline.
 const PUBLISH_BATCH: usize = 256;
+
+/// The most changes of the host's topics followed with one SUBSCRIBE and
+/// one UNSUBSCRIBE.
+const INTEREST_BATCH: usize = 1024;
 
 /// How long connecting, and any one exchange with Redis, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -252,21 +256,15 @@ impl RelayTask {
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.reset();
         let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        let mut interests = Vec::with_capacity(INTEREST_BATCH);
         loop {
             let result = tokio::select! {
-                interest = self.interests.recv() => match interest {
-                    None => return LinkEnd::Stopped,
-                    Some(Interest::Subscribe(topic)) => {
-                        let subscribed = exchange(link.subscriptions.subscribe(format!("{CHANNEL_PREFIX}{topic}"))).await;
-                        wanted.insert(topic);
-                        subscribed
+                count = self.interests.recv_many(&mut interests, INTEREST_BATCH) => {
+                    if count == 0 {
+                        return LinkEnd::Stopped;
                     }
-                    Some(Interest::Unsubscribe(topic)) => {
-                        let unsubscribed = exchange(link.subscriptions.unsubscribe(format!("{CHANNEL_PREFIX}{topic}"))).await;
-                        wanted.remove(&topic);
-                        unsubscribed
-                    }
-                },
+                    follow(&mut link.subscriptions, wanted, interests.drain(..)).await
+                }
                 count = self.outgoing.recv_many(&mut batch, PUBLISH_BATCH) => {
                     if count == 0 {
                         return LinkEnd::Stopped;
@@ -339,6 +337,41 @@ impl RelayTask {
         }
         true
     }
+}
+
+/// Brings the subscriptions in line with `changes` (the last change of a
+/// topic wins): one SUBSCRIBE and one UNSUBSCRIBE for them all, so that a
+/// burst of joins costs a round trip, not one each.
+async fn follow(
+    subscriptions: &mut PubSubSink,
+    wanted: &mut BTreeSet<String>,
+    changes: impl Iterator<Item = Interest>,
+) -> Result<(), String> {
+    let mut last = BTreeMap::new();
+    for change in changes {
+        match change {
+            Interest::Subscribe(topic) => last.insert(topic, true),
+            Interest::Unsubscribe(topic) => last.insert(topic, false),
+        };
+    }
+    let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+    for (topic, on) in last {
+        let channel = format!("{CHANNEL_PREFIX}{topic}");
+        if !on {
+            if wanted.remove(&topic) {
+                unsubscribe.push(channel);
+            }
+        } else if wanted.insert(topic) {
+            subscribe.push(channel);
+        }
+    }
+    if !subscribe.is_empty() {
+        exchange(subscriptions.subscribe(subscribe)).await?;
+    }
+    if !unsubscribe.is_empty() {
+        exchange(subscriptions.unsubscribe(unsubscribe)).await?;
+    }
+    Ok(())
 }
 
 /// One exchange with Redis, bounded in time; its error as text.
