@@ -60,6 +60,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// `max-connections` unless set.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// Everything `wsplug serve` needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -470,7 +473,7 @@ mod defaults {
         "wsplug=info".to_owned()
     }
     pub fn max_connections() -> usize {
-        10_000
+        super::DEFAULT_MAX_CONNECTIONS
     }
     pub fn instance_pool() -> bool {
         false

@@ -250,12 +250,18 @@ fn log_format_json_writes_one_object_per_line() -> anyhow::Result<()> {
             .stderr(Stdio::piped())
             .spawn()?,
     );
-    let mut line = String::new();
-    std::io::BufReader::new(server.0.stderr.take().expect("stderr")).read_line(&mut line)?;
-    let record: serde_json::Value = serde_json::from_str(&line)?;
-    assert_eq!(record["level"], "INFO", "{line}");
-    assert_eq!(record["target"], "wsplug", "{line}");
-    let message = record["fields"]["message"].as_str().unwrap_or_default();
-    assert!(message.starts_with("serving ws://127.0.0.1:") && message.ends_with("/greeter"), "{line}");
-    Ok(())
+    // Every line is an object; one of them says where it serves.
+    let mut log = std::io::BufReader::new(server.0.stderr.take().expect("stderr"));
+    loop {
+        let mut line = String::new();
+        anyhow::ensure!(log.read_line(&mut line)? > 0, "no `serving` line");
+        let record: serde_json::Value = serde_json::from_str(&line)?;
+        assert!(record["timestamp"].is_string() && record["level"].is_string(), "{line}");
+        let message = record["fields"]["message"].as_str().unwrap_or_default();
+        if message.starts_with("serving ws://127.0.0.1:") {
+            assert!(message.ends_with("/greeter"), "{line}");
+            assert_eq!((record["level"].as_str(), record["target"].as_str()), (Some("INFO"), Some("wsplug")));
+            return Ok(());
+        }
+    }
 }

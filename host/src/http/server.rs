@@ -582,8 +582,13 @@ impl Server {
 /// it).
 fn host_connections(config: &Config) -> usize {
     let (allowed, warning) = crate::system::connections_allowed(config.max_connections);
-    if let Some(warning) = warning {
-        tracing::warn!("{warning}");
+    match warning {
+        // Asked for: a warning. The default: worth knowing, not alarming.
+        Some(warning) if config.max_connections != crate::config::DEFAULT_MAX_CONNECTIONS => {
+            tracing::warn!("{warning}");
+        }
+        Some(warning) => tracing::info!("{warning}"),
+        None => {}
     }
     allowed
 }
