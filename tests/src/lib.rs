@@ -142,6 +142,23 @@ impl TestServer {
     }
 }
 
+/// A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT to `url` with
+/// `:protocol websocket` on the HTTP/2 connection of `sender`, which must
+/// be answered `200`.
+pub async fn websocket_over_http2(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    url: &str,
+) -> anyhow::Result<WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>> {
+    let mut request =
+        hyper::Request::connect(url).header("sec-websocket-version", "13").body(http_body_util::Empty::new())?;
+    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = guard(sender.send_request(request)).await??;
+    anyhow::ensure!(response.status() == 200, "the extended CONNECT got {}", response.status());
+    let upgraded = guard(hyper::upgrade::on(&mut response)).await??;
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    Ok(WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Client, None).await)
+}
+
 /// Awaits `future`, failing if it takes longer than [`HANG_GUARD`].
 pub async fn guard<F: Future>(future: F) -> anyhow::Result<F::Output> {
     tokio::time::timeout(HANG_GUARD, future).await.map_err(|_| anyhow::anyhow!("no progress within {HANG_GUARD:?}"))

@@ -8,10 +8,8 @@ use hyper::Request;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use wsplug_tests::{TestServer, example, guard};
+use wsplug_tests::{TestServer, example, guard, websocket_over_http2};
 
 /// A cleartext HTTP/2 client connection (prior knowledge) to `server`.
 async fn http2_client(server: &TestServer) -> anyhow::Result<http2::SendRequest<Empty<Bytes>>> {
@@ -26,15 +24,7 @@ async fn greets_over_an_http2_extended_connect() -> anyhow::Result<()> {
     let server = TestServer::start(&[("/greeter", example("greeter"))]).await?;
     let mut sender = http2_client(&server).await?;
 
-    let mut request = Request::connect(format!("http://{}/greeter", server.address))
-        .header("sec-websocket-version", "13")
-        .body(Empty::<Bytes>::new())?;
-    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let mut response = guard(sender.send_request(request)).await??;
-    assert_eq!(response.status(), 200);
-
-    let upgraded = guard(hyper::upgrade::on(&mut response)).await??;
-    let mut socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let mut socket = websocket_over_http2(&mut sender, &format!("http://{}/greeter", server.address)).await?;
     socket.send(Message::text("Peter")).await?;
     let reply = guard(futures_util::StreamExt::next(&mut socket)).await?;
     assert_eq!(reply.transpose()?, Some(Message::text("Hello Peter!")));

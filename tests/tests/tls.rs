@@ -2,10 +2,7 @@
 //! HTTP/2 (ALPN), with a certificate the test makes; and the startup errors
 //! for files that are missing, not PEM, or a key that does not fit.
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::Empty;
-use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use std::path::{Path, PathBuf};
@@ -14,11 +11,9 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use wsplug::RouteConfig;
-use wsplug_tests::{TestServer, config_with, example, guard, wsplug_binary};
+use wsplug_tests::{TestServer, config_with, example, guard, websocket_over_http2, wsplug_binary};
 
 /// A self-signed certificate for `localhost` and its key, as PEM files in a
 /// directory of their own; returns the directory and the certificate.
@@ -74,14 +69,8 @@ async fn greets_over_wss_with_http1_and_http2() -> anyhow::Result<()> {
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
     tokio::spawn(connection);
-    let mut request = Request::connect(format!("https://localhost:{}/greeter", server.address.port()))
-        .header("sec-websocket-version", "13")
-        .body(Empty::<Bytes>::new())?;
-    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
-    let mut response = guard(sender.send_request(request)).await??;
-    assert_eq!(response.status(), 200);
-    let upgraded = guard(hyper::upgrade::on(&mut response)).await??;
-    let mut socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let url = format!("https://localhost:{}/greeter", server.address.port());
+    let mut socket = websocket_over_http2(&mut sender, &url).await?;
     socket.send(Message::text("John")).await?;
     assert_eq!(guard(socket.next()).await?.transpose()?, Some(Message::text("Hello John!")));
 
