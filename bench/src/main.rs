@@ -40,6 +40,9 @@ fn main() -> anyhow::Result<()> {
         return native::serve();
     }
     let idle_connections = setting("WSPLUG_BENCH_IDLE", 1000);
+    // Each idle connection is a socket here and one in the server (which
+    // inherits this limit): raised as far as the hard limit allows.
+    raise_open_files();
     let in_flight = setting("WSPLUG_BENCH_IN_FLIGHT", 1).max(1);
     tokio::runtime::Runtime::new()?.block_on(run(idle_connections, in_flight))
 }
@@ -110,8 +113,17 @@ async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
         );
     }
     let mut baseline = None;
-    for (target, server) in [(&targets[0], &native), (&targets[1], &wsplug)] {
-        let per_connection = idle_memory(target, server, idle_connections).await?;
+    for (client_net, (target, server)) in [(&targets[0], &native), (&targets[1], &wsplug)].into_iter().enumerate() {
+        if let Some(files) = open_files_short_of(idle_connections) {
+            println!(
+                "| {idle_connections} idle connections | {} | not run: the open-files limit (ulimit -Hn) is {files}, \
+                 each side needs {} | - |",
+                target.name,
+                idle_connections + FILES_BESIDES_IDLE
+            );
+            continue;
+        }
+        let per_connection = idle_memory(target, server, idle_connections, client_net as u8 + 1).await?;
         let base = *baseline.get_or_insert(per_connection);
         println!(
             "| {idle_connections} idle connections | {} | {:.1} KiB RSS each | {:.2} |",
@@ -241,12 +253,45 @@ async fn setup_rate(target: &Target, cycles: usize) -> anyhow::Result<f64> {
     Ok(cycles as f64 / start.elapsed().as_secs_f64())
 }
 
-/// The server's resident memory per open idle connection, in bytes.
-async fn idle_memory(target: &Target, server: &Server, connections: usize) -> anyhow::Result<f64> {
+/// Files a process needs open besides the idle connections' sockets.
+const FILES_BESIDES_IDLE: usize = 512;
+
+/// Connections from one client address: the ephemeral ports (32768-60999
+/// by default) run out near 28,000.
+const CONNECTIONS_PER_CLIENT_ADDRESS: usize = 20_000;
+
+/// Raises this process's open-files limit to its hard limit.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.maximum.is_some() && limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+/// The open-files limit, if `connections` idle connections do not fit in
+/// it (client and server each hold one socket per connection).
+fn open_files_short_of(connections: usize) -> Option<u64> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
+    (limit < (connections + FILES_BESIDES_IDLE) as u64).then_some(limit)
+}
+
+/// The server's resident memory per open idle connection, in bytes. The
+/// connections come from as many loopback addresses (`127.0.NET.1`, `.2`,
+/// ...) as the ephemeral ports need; each server gets its own `net`, since
+/// the ports of the previous one's connections are still in TIME_WAIT.
+async fn idle_memory(target: &Target, server: &Server, connections: usize, net: u8) -> anyhow::Result<f64> {
     let before = server.resident_bytes()?;
+    let server_address: std::net::SocketAddr =
+        target.url.trim_start_matches("ws://").split('/').next().context("no address in the URL")?.parse()?;
     let mut open = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let (mut socket, _) = tokio_tungstenite::connect_async(target.url.as_str()).await?;
+    for index in 0..connections {
+        let client_address = std::net::Ipv4Addr::new(127, 0, net, 1 + (index / CONNECTIONS_PER_CLIENT_ADDRESS) as u8);
+        let tcp = tokio::net::TcpSocket::new_v4()?;
+        tcp.bind((client_address, 0).into())?;
+        let tcp = tcp.connect(server_address).await?;
+        let (mut socket, _) = tokio_tungstenite::client_async(target.url.as_str(), tcp).await?;
         // One round trip, so that the connection is fully set up server-side.
         socket.send(Message::text("hi")).await?;
         socket.next().await.context("connection closed")??;

@@ -130,8 +130,10 @@ impl Server {
         let admin_listen = if admin { "admin-listen = \"127.0.0.1:0\"\n" } else { "" };
         // One client address opens thousands of connections here, as fast as
         // it can, and sends as fast as it can: the per-client limits are off.
+        // Room for the idle-connection scenario.
+        let max_connections = crate::setting("WSPLUG_BENCH_IDLE", 0).max(20_000) + 100;
         let config = format!(
-            "instance-pool = {pool}\nmax-connections = 20000\nmax-connections-per-ip = 0\n\
+            "instance-pool = {pool}\nmax-connections = {max_connections}\nmax-connections-per-ip = 0\n\
              upgrades-per-second-per-ip = 0\n{admin_listen}\n{}",
             routes.replace("[[route]]\n", "[[route]]\nmax-messages-per-second = 0\n")
         );

@@ -1,9 +1,15 @@
-//! What the operating system lets the host do: on Linux, a process may
-//! have at most `vm.max_map_count` memory mappings (65,530 by default), and
-//! each connection's instance takes a few (its linear memory and guard, its
-//! fiber stack, its tables). Past that, instantiation fails; the host caps
-//! its connections below it instead, and says at startup how to raise it,
-//! the way Elasticsearch does.
+//! What the operating system lets the host do, checked at startup so that
+//! the host caps its connections below it instead of failing at random
+//! past it, and says how to raise it (the way Elasticsearch does):
+//!
+//! | limit | each connection takes | past it |
+//! |---|---|---|
+//! | `vm.max_map_count` (65,530 by default) | a few memory mappings: its linear memory, fiber stack, tables | instantiation fails (ENOMEM) |
+//! | open files (`ulimit -n`) | one socket | `accept` fails (EMFILE): no answer at all |
+//!
+//! The host raises its own open-files limit to the hard limit first, as
+//! most servers do: the soft limit is often 1,024 while the hard one is far
+//! higher.
 
 /// Memory mappings one connection's instance takes, as measured (500 idle
 /// connections: 7.0 each, `/proc/PID/maps` before and after), rounded up.
@@ -13,6 +19,11 @@ pub const MAPPINGS_PER_CONNECTION: usize = 8;
 /// buffers, compiled code).
 const MAPPINGS_KEPT_FREE: usize = 2048;
 
+/// Files kept free for everything else: the listeners, component files read
+/// at reload, Redis, the admin API, and the connections accepted only to be
+/// answered `503`.
+const FILES_KEPT_FREE: usize = 256;
+
 /// The kernel's limit on mappings, and how many the process has now
 /// (`None` where there is no such limit to read: not Linux).
 fn mappings() -> Option<(usize, usize)> {
@@ -21,21 +32,55 @@ fn mappings() -> Option<(usize, usize)> {
     Some((limit, used))
 }
 
-/// How many of `wanted` connections the kernel's mapping limit allows; if
-/// fewer, a warning that says how to raise it.
-pub fn connections_allowed(wanted: usize) -> (usize, Option<String>) {
-    let Some((limit, used)) = mappings() else { return (wanted, None) };
-    let free = limit.saturating_sub(used + MAPPINGS_KEPT_FREE);
-    let allowed = free / MAPPINGS_PER_CONNECTION;
-    if allowed >= wanted {
-        return (wanted, None);
+/// The process's open-files limit, raised to the hard limit, and how many
+/// files it has open now (`None` where they cannot be read).
+fn open_files() -> Option<(usize, usize)> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+    {
+        limit.current = Some(maximum);
+        if setrlimit(Resource::Nofile, limit.clone()).is_err() {
+            limit = getrlimit(Resource::Nofile);
+        }
     }
-    let needed = used + MAPPINGS_KEPT_FREE + wanted * MAPPINGS_PER_CONNECTION;
-    let warning = format!(
-        "vm.max_map_count is {limit}: room for about {allowed} connections, not max-connections = {wanted}; \
-         the host takes {allowed} (more get 503). To allow {wanted}: sysctl -w vm.max_map_count={needed}"
-    );
-    (allowed.max(1), Some(warning))
+    // No limit (`None`): no cap from it.
+    let current = usize::try_from(limit.current?).unwrap_or(usize::MAX);
+    let used = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    Some((current, used))
+}
+
+/// How many of `wanted` connections the kernel allows, and for each limit
+/// that allows fewer, a warning that says how to raise it.
+pub fn connections_allowed(wanted: usize) -> (usize, Vec<String>) {
+    let mut allowed = wanted;
+    let mut warnings = Vec::new();
+    if let Some((limit, used)) = mappings() {
+        let room = limit.saturating_sub(used + MAPPINGS_KEPT_FREE) / MAPPINGS_PER_CONNECTION;
+        if room < wanted {
+            let needed = used + MAPPINGS_KEPT_FREE + wanted * MAPPINGS_PER_CONNECTION;
+            warnings.push(format!(
+                "vm.max_map_count is {limit}: room for about {room} connections, not max-connections = {wanted}. \
+                 To allow {wanted}: sysctl -w vm.max_map_count={needed}"
+            ));
+            allowed = allowed.min(room);
+        }
+    }
+    if let Some((limit, used)) = open_files() {
+        let room = limit.saturating_sub(used + FILES_KEPT_FREE);
+        if room < wanted {
+            let needed = used + FILES_KEPT_FREE + wanted;
+            warnings.push(format!(
+                "the open-files limit (ulimit -n) is {limit}: room for about {room} connections, not \
+                 max-connections = {wanted}. To allow {wanted}, raise the \
+                 hard limit to {needed} (systemd: LimitNOFILE={needed}; docker: --ulimit nofile={needed}; \
+                 as root: ulimit -Hn {needed})"
+            ));
+            allowed = allowed.min(room);
+        }
+    }
+    (allowed.max(1), warnings)
 }
 
 /// What the log says when the kernel refuses an instance its memory.
@@ -57,12 +102,16 @@ mod tests {
 
     #[test]
     fn a_few_connections_always_fit_and_too_many_are_explained() {
-        assert_eq!(connections_allowed(10), (10, None));
+        assert_eq!(connections_allowed(10), (10, vec![]));
         if let Some((limit, _)) = mappings() {
-            let (allowed, warning) = connections_allowed(limit);
+            let (allowed, warnings) = connections_allowed(limit);
             assert!(allowed < limit);
-            let warning = warning.expect("a warning");
-            assert!(warning.contains("sysctl -w vm.max_map_count="), "{warning}");
+            assert!(warnings.iter().any(|warning| warning.contains("sysctl -w vm.max_map_count=")), "{warnings:?}");
+        }
+        if let Some((limit, _)) = open_files() {
+            let (allowed, warnings) = connections_allowed(limit);
+            assert!(allowed < limit);
+            assert!(warnings.iter().any(|warning| warning.contains("ulimit -n")), "{warnings:?}");
         }
     }
 }

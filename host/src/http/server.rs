@@ -578,17 +578,19 @@ impl Server {
 }
 
 /// The connections the host takes: `max-connections`, or fewer if the
-/// kernel's mapping limit allows fewer (then a warning says how to raise
-/// it).
+/// kernel's limits allow fewer (then a warning says how to raise them).
 fn host_connections(config: &Config) -> usize {
-    let (allowed, warning) = crate::system::connections_allowed(config.max_connections);
-    match warning {
-        // Asked for: a warning. The default: worth knowing, not alarming.
-        Some(warning) if config.max_connections != crate::config::DEFAULT_MAX_CONNECTIONS => {
-            tracing::warn!("{warning}");
-        }
-        Some(warning) => tracing::info!("{warning}"),
-        None => {}
+    let (allowed, warnings) = crate::system::connections_allowed(config.max_connections);
+    if warnings.is_empty() {
+        return allowed;
+    }
+    let warnings = warnings.join("; ");
+    let lowered = format!("the host takes {allowed} connections (more get 503)");
+    // Asked for: a warning. The default: worth knowing, not alarming.
+    if config.max_connections == crate::config::DEFAULT_MAX_CONNECTIONS {
+        tracing::info!("{warnings}; {lowered}");
+    } else {
+        tracing::warn!("{warnings}; {lowered}");
     }
     allowed
 }
