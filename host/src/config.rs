@@ -6,6 +6,8 @@
 //! log = "wsplug=info"
 //! log-format = "text"         # or "json"
 //! max-connections = 10000     # WebSocket connections, whole host
+//! cache = true                # keep compiled components on disk
+//! cache-dir = "/var/cache/wsplug" # default: $XDG_CACHE_HOME/wsplug or ~/.cache/wsplug
 //! handshake-timeout = 10      # seconds to send complete request headers
 //! shutdown-grace = 10         # seconds guests get to finish on shutdown
 //! tls-cert = "cert.pem"      # serve wss:// and https:// (PEM; with tls-key)
@@ -45,13 +47,15 @@
 //! max-topics = 64             # topics a connection may join or subscribe to
 //! max-buffered = 1048576      # bytes of topic messages queued per connection
 //! slow-subscriber = "drop"    # or "close" (1008) when max-buffered is full
+//! instance = "per-connection" # or "shared": one instance, many connections
+//! shared-instances = 1        # with "shared": instances the connections share
 //! allowed-origins = ["https://app.example.com"] # default: same origin only
 //! max-messages-per-second = 1000 # per connection (1008 beyond); 0: no limit
 //! message-burst = 1000
 //! ```
 
-use crate::runtime::GuestPolicy;
 use crate::topics::SlowSubscriber;
+use crate::wasm::runtime::GuestPolicy;
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -87,6 +91,14 @@ pub struct Config {
     /// bounds checks on the guests' memory accesses. Default false.
     #[serde(default = "defaults::instance_pool")]
     pub instance_pool: bool,
+    /// Keep compiled components on disk, so that the next start (or
+    /// reload) of an unchanged component skips compiling it. Default true.
+    #[serde(default = "defaults::cache")]
+    pub cache: bool,
+    /// Where compiled components are kept. Default `$XDG_CACHE_HOME/wsplug`,
+    /// else `$HOME/.cache/wsplug`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
     /// How long a client may take to send complete request headers before
     /// its connection is closed (slowloris). Default 10 s.
     #[serde(default = "defaults::handshake_timeout", with = "seconds")]
@@ -257,6 +269,15 @@ pub struct RouteConfig {
     /// `drop` it (default) or `close` the connection with 1008.
     #[serde(default)]
     pub slow_subscriber: SlowSubscriber,
+    /// An instance of its own for each connection (`per-connection`, the
+    /// default), or instances that serve many connections at once
+    /// (`shared`).
+    #[serde(default)]
+    pub instance: InstanceMode,
+    /// With `instance = "shared"`: how many shared instances the route's
+    /// connections are spread over, in turn. Default 1.
+    #[serde(default = "defaults::shared_instances")]
+    pub shared_instances: usize,
     /// The pages (origins) that may open a WebSocket here, e.g.
     /// `https://app.example.com`, `https://*.example.com`, or `*` for any;
     /// a request with another `Origin` gets `403`. Default empty: only the
@@ -279,6 +300,20 @@ pub struct RouteConfig {
     pub message_burst: f64,
 }
 
+/// How a route's connections get instances of its handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceMode {
+    /// A fresh instance per connection, dropped with it: nothing is shared
+    /// between connections, not even a failure.
+    #[default]
+    PerConnection,
+    /// Each connection is a concurrent call on a shared instance: its state
+    /// is shared by its connections, and so is a failure (every connection
+    /// on an instance that traps closes with 1011).
+    Shared,
+}
+
 /// A host directory a route's guests may read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -297,6 +332,8 @@ impl Default for Config {
             log_format: LogFormat::default(),
             max_connections: defaults::max_connections(),
             instance_pool: defaults::instance_pool(),
+            cache: defaults::cache(),
+            cache_dir: None,
             handshake_timeout: defaults::handshake_timeout(),
             shutdown_grace: defaults::shutdown_grace(),
             max_connections_per_ip: defaults::max_connections_per_ip(),
@@ -337,6 +374,8 @@ impl RouteConfig {
             max_topics: defaults::max_topics(),
             max_buffered: defaults::max_buffered(),
             slow_subscriber: SlowSubscriber::default(),
+            instance: InstanceMode::default(),
+            shared_instances: defaults::shared_instances(),
             allowed_origins: Vec::new(),
             max_connections_per_ip: None,
             max_messages_per_second: defaults::max_messages_per_second(),
@@ -373,7 +412,7 @@ impl Config {
         for served in &mut config.static_dirs {
             served.dir = base.join(&served.dir);
         }
-        for file in [&mut config.tls_cert, &mut config.tls_key].into_iter().flatten() {
+        for file in [&mut config.tls_cert, &mut config.tls_key, &mut config.cache_dir].into_iter().flatten() {
             *file = base.join(&*file);
         }
         Ok(config)
@@ -406,6 +445,9 @@ impl Config {
             }
             if route.max_messages_per_second < 0.0 || route.message_burst < 1.0 {
                 bail!("route {}: max-messages-per-second must be 0 or more, message-burst 1 or more", route.path);
+            }
+            if route.shared_instances == 0 {
+                bail!("route {}: shared-instances must be at least 1", route.path);
             }
             if route.max_connections == Some(0)
                 || route.max_message_size == 0
@@ -475,6 +517,9 @@ mod defaults {
     pub fn max_connections() -> usize {
         super::DEFAULT_MAX_CONNECTIONS
     }
+    pub fn cache() -> bool {
+        true
+    }
     pub fn instance_pool() -> bool {
         false
     }
@@ -537,6 +582,9 @@ mod defaults {
     }
     pub fn max_buffered() -> usize {
         1 << 20
+    }
+    pub fn shared_instances() -> usize {
+        1
     }
 }
 

@@ -22,12 +22,13 @@
 //! event loop are futures joined together, with no task per message. The
 //! bounded channels are the backpressure in both directions.
 
-use crate::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo, Message as WitMessage};
 use crate::http::edge::TokenBucket;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::runtime::{ConnectionCtx, GuestInstance, HandlerExports};
-use crate::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE, IncomingMessages, OutgoingMessages};
 use crate::topics::queue;
+use crate::wasm::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo};
+use crate::wasm::call::Call;
+use crate::wasm::runtime::Guest;
+use crate::wasm::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use std::pin::{Pin, pin};
@@ -40,7 +41,6 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use wasmtime::component::{Accessor, FutureReader, StreamReader};
 use wsplug_wire::{Event, FrameReader, FrameWriter, ReadError, ReadLimits};
 
 /// How many client messages may wait for the guest to read them. A streamed
@@ -74,8 +74,8 @@ const LOST_IN_A_MESSAGE: (u16, &str) = (1006, "connection lost in the middle of 
 pub struct Session {
     /// The connection's number in the logs.
     pub id: u64,
-    /// The handler's instance for this connection.
-    pub guest: GuestInstance,
+    /// What serves the connection: its own instance, or a shared one.
+    pub guest: Guest,
     /// The frames of the topics the connection joins, for its client.
     pub topics: queue::Receiver<Bytes>,
     /// What the handler is told about the connection.
@@ -156,7 +156,8 @@ where
     // frame.
     let path = info.path.clone();
     let close = {
-        let mut guest = pin!(run_guest(guest, info, incoming_rx, closed_rx, outgoing_tx));
+        let call = Call { info, incoming: incoming_rx, closed: closed_rx, outgoing: outgoing_tx };
+        let mut guest = pin!(guest.serve(call));
         let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx };
         let mut write = pin!(write_client(&mut writer, sources, &activity, counted, ping_interval, idle_timeout));
         let mut guest_done = false;
@@ -166,6 +167,10 @@ where
         // The close frame a protocol violation calls for, sent once the
         // guest is done.
         let mut violation = None;
+        // The guest's output ended (the writer has sent all of it) before
+        // its call did: the call's outcome decides the close code. On a
+        // shared instance that failed, the output ends first.
+        let mut output_ended = false;
         // The deadline of the shutdown grace period, or of the guest's time to
         // finish after the client closed.
         let mut deadline = pin!(tokio::time::sleep(Duration::MAX / 4));
@@ -200,6 +205,9 @@ where
                         metrics.failed(&path, &err);
                         break (!client_closed).then(|| violation.unwrap_or_else(|| close_frame(CloseCode::Error, "handler failed")));
                     }
+                    if output_ended {
+                        break Some(output_end_close(&shutdown));
+                    }
                     // Its output ended: the writer sends what is queued, then ends.
                     false
                 }
@@ -209,9 +217,12 @@ where
                         WriteEnd::Echoed => true,
                         _ if client_closed => false,
                         WriteEnd::Drained if violation.is_some() => break violation,
-                        // The input may have ended for the shutdown before this loop saw it.
-                        WriteEnd::Drained if shutdown.is_cancelled() => break Some(close_frame(CloseCode::Away, "server shutting down")),
-                        WriteEnd::Drained => break Some(close_frame(CloseCode::Normal, "")),
+                        WriteEnd::Drained if !guest_done => {
+                            output_ended = true;
+                            deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
+                            false
+                        }
+                        WriteEnd::Drained => break Some(output_end_close(&shutdown)),
                         WriteEnd::Idle => break Some(close_frame(CloseCode::Away, "idle timeout")),
                         WriteEnd::Failed => break None,
                     }
@@ -226,9 +237,12 @@ where
                 () = topic_budget.too_slow(), if !client_closed => {
                     break Some(close_frame(CloseCode::Policy, "too slow for its topics"));
                 }
-                () = &mut deadline, if shutting_down || client_closed || violation.is_some() => {
+                () = &mut deadline, if shutting_down || client_closed || violation.is_some() || output_ended => {
                     if client_closed {
                         break None;
+                    }
+                    if output_ended && !shutting_down {
+                        break Some(output_end_close(&shutdown));
                     }
                     break Some(violation.unwrap_or_else(|| close_frame(CloseCode::Away, "server shutting down")));
                 }
@@ -266,6 +280,17 @@ where
     tracing::debug!(connection = id, "connection closed");
 }
 
+/// The close frame once the guest's output has ended and its call is done:
+/// 1000, or 1001 if the input ended for the server's shutdown (perhaps
+/// before the loop saw the shutdown).
+fn output_end_close(shutdown: &CancellationToken) -> CloseFrame {
+    if shutdown.is_cancelled() {
+        close_frame(CloseCode::Away, "server shutting down")
+    } else {
+        close_frame(CloseCode::Normal, "")
+    }
+}
+
 fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
     CloseFrame { code, reason: reason.into() }
 }
@@ -290,73 +315,6 @@ impl Activity {
     fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_millis.load(Ordering::Relaxed))
     }
-}
-
-/// Runs the handler's instance until its output ends. `Err` is a trap or
-/// another failure of the guest.
-async fn run_guest(
-    guest: GuestInstance,
-    info: ConnectionInfo,
-    incoming: mpsc::Receiver<ClientMessage>,
-    closed: oneshot::Receiver<WitCloseFrame>,
-    outgoing: mpsc::Sender<GuestMessage>,
-) -> wasmtime::Result<()> {
-    let GuestInstance { mut store, exports, .. } = guest;
-    let (finished_tx, finished) = oneshot::channel();
-    let output = OutgoingMessages::new(outgoing, finished_tx);
-    match exports {
-        HandlerExports::Flow(flow) => {
-            store
-                .run_concurrent(async |accessor| {
-                    let (incoming, closed) = guest_input(accessor, incoming, closed)?;
-                    let replies = flow.wsplug_websocket_flow().call_handle(accessor, info, incoming, closed).await?;
-                    accessor.with(|mut store| replies.pipe(&mut store, output))?;
-                    // Fires when the guest ends its output (or the store fails).
-                    let _ = finished.await;
-                    wasmtime::Result::<()>::Ok(())
-                })
-                .await?
-        }
-        HandlerExports::SinkSource(sink_source) => {
-            store
-                .run_concurrent(async |accessor| {
-                    let (incoming, closed) = guest_input(accessor, incoming, closed)?;
-                    let consume =
-                        sink_source.wsplug_websocket_sink().call_consume(accessor, info.clone(), incoming, closed);
-                    let produce = async {
-                        let pushed = sink_source.wsplug_websocket_source().call_produce(accessor, info).await?;
-                        accessor.with(|mut store| pushed.pipe(&mut store, output))?;
-                        let _ = finished.await;
-                        wasmtime::Result::<()>::Ok(())
-                    };
-                    // The connection lives as long as the source's output; the
-                    // sink returning early (or at all) does not end it.
-                    tokio::pin!(consume, produce);
-                    match futures_util::future::select(consume, produce).await {
-                        futures_util::future::Either::Left((consumed, produce)) => {
-                            consumed?;
-                            produce.await
-                        }
-                        futures_util::future::Either::Right((produced, _)) => produced,
-                    }
-                })
-                .await?
-        }
-    }
-}
-
-/// The guest's input: the stream of the client's messages, and the future
-/// of the client's close frame (resolved when the reader ends).
-fn guest_input(
-    accessor: &Accessor<ConnectionCtx>,
-    incoming: mpsc::Receiver<ClientMessage>,
-    closed: oneshot::Receiver<WitCloseFrame>,
-) -> wasmtime::Result<(StreamReader<WitMessage>, FutureReader<Option<WitCloseFrame>>)> {
-    accessor.with(|mut store| {
-        let messages = StreamReader::new(&mut store, IncomingMessages::new(incoming))?;
-        let closed = FutureReader::new(&mut store, async move { wasmtime::Result::<_>::Ok(closed.await.ok()) })?;
-        Ok((messages, closed))
-    })
 }
 
 /// How reading from the client ended.

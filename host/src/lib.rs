@@ -20,19 +20,16 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod bindings;
 pub mod config;
 pub mod connection;
-pub mod guest_log;
 pub mod http;
 pub mod metrics;
-pub mod runtime;
-pub mod streams;
 pub mod system;
 pub mod topics;
+pub mod wasm;
 
 pub use config::{Config, DirGrant, RouteConfig, StaticDir, TopicsConfig};
 pub use http::admin::Admin;
 pub use http::server::{App, Routes, Server};
-pub use runtime::{Description, GuestPolicy, Handler, InstancePool, Runtime};
 pub use topics::{Broker, Published, SlowSubscriber, TopicError};
+pub use wasm::runtime::{Description, GuestPolicy, Handler, InstancePool, Runtime};

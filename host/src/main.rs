@@ -93,6 +93,10 @@ struct ServeArgs {
     /// [default: topics stay within this host].
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Compile every component, without the on-disk cache of compiled
+    /// components.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 fn parse_route(route: &str) -> anyhow::Result<RouteConfig> {
@@ -140,6 +144,9 @@ impl ServeArgs {
         if let Some(redis) = self.redis {
             config.topics.redis = Some(redis);
         }
+        if self.no_cache {
+            config.cache = false;
+        }
         for route in self.routes {
             config.set_route(route);
         }
@@ -171,7 +178,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config.log, config.log_format);
             runtime()?.block_on(serve(config, *args))
         }
-        Command::Check { component } => check(&component),
+        Command::Check { component } => {
+            // Quiet, but for a warning about the cache.
+            init_logging("wsplug=warn", LogFormat::Text);
+            check(&component)
+        }
         Command::New { path, sink_source, wsplug } => {
             let kind = if sink_source { scaffold::Kind::SinkSource } else { scaffold::Kind::Flow };
             scaffold::new_handler(&path, kind, wsplug.as_deref())?;
@@ -186,9 +197,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `wsplug check`: the same compile-and-link check `serve` makes at
-/// startup, then what the component is.
+/// startup (through the same cache of compiled components), then what the
+/// component is.
 fn check(component: &std::path::Path) -> anyhow::Result<()> {
-    let handler = Runtime::new()?.load(component, RouteConfig::new("/", component).guest_policy())?;
+    let handler =
+        Runtime::for_config(&Config::default())?.load(component, RouteConfig::new("/", component).guest_policy())?;
     let described = handler.describe();
     println!("{}: a wsplug handler that this host can serve", component.display());
     println!("  world:     {}", described.world);

@@ -13,6 +13,8 @@
 //! | `wsplug_instantiation_seconds` | route | histogram: creating a connection's instance |
 //! | `wsplug_topic_deliveries_total`, `wsplug_topic_drops_total` | route | topic messages queued for / dropped at a slow subscriber of the route |
 
+use crate::wasm::runtime::CpuBudgetExceeded;
+use crate::wasm::shared::SharedInstanceFailed;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -193,9 +195,12 @@ impl Metrics {
 }
 
 /// What made a handler fail: its CPU budget, its memory limit, or anything
-/// else it did (a trap).
-fn failure_cause(error: &wasmtime::Error) -> &'static str {
-    if error.chain().any(|cause| cause.is::<crate::runtime::CpuBudgetExceeded>()) {
+/// else it did (a trap). A connection on a shared instance that failed
+/// counts what made the instance fail.
+pub fn failure_cause(error: &wasmtime::Error) -> &'static str {
+    if let Some(shared) = error.chain().find_map(|cause| cause.downcast_ref::<SharedInstanceFailed>()) {
+        shared.cause
+    } else if error.chain().any(|cause| cause.is::<CpuBudgetExceeded>()) {
         "cpu-budget"
     } else if error.chain().any(|cause| cause.to_string().contains("when growing memory")) {
         // wasmtime's words when `StoreLimits` refuses to grow a memory.

@@ -41,7 +41,7 @@ fn open_files() -> Option<(usize, usize)> {
         && current < maximum
     {
         limit.current = Some(maximum);
-        if setrlimit(Resource::Nofile, limit.clone()).is_err() {
+        if setrlimit(Resource::Nofile, limit).is_err() {
             limit = getrlimit(Resource::Nofile);
         }
     }

@@ -6,8 +6,8 @@
 
 use super::upgrade::{self, text_response};
 use super::{Body, full};
-use crate::bindings::{Decision, HandshakeRequest};
-use crate::runtime::GuestInstance;
+use crate::wasm::bindings::{Decision, HandshakeRequest};
+use crate::wasm::runtime::Guest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
@@ -37,19 +37,8 @@ const RESERVED_HEADERS: [HeaderName; 8] = [
 ];
 
 /// Decides a valid upgrade request with the guest that will serve it.
-pub async fn decide<B>(
-    guest: &mut GuestInstance,
-    request: &Request<B>,
-    route_protocols: &[String],
-    id: u64,
-) -> Verdict {
+pub async fn decide<B>(guest: &mut Guest, request: &Request<B>, route_protocols: &[String], id: u64) -> Verdict {
     let offered = upgrade::offered_protocols(request.headers());
-    let Some(handshake) = &guest.handshake else {
-        return Verdict::Accept {
-            subprotocol: upgrade::first_offered(route_protocols, &offered),
-            headers: HeaderMap::new(),
-        };
-    };
     let handshake_request = HandshakeRequest {
         path: request.uri().path().to_owned(),
         query: request.uri().query().map(str::to_owned),
@@ -57,9 +46,14 @@ pub async fn decide<B>(
         offered_protocols: offered.clone(),
         route_protocols: route_protocols.to_vec(),
     };
-    let decision = match handshake.wsplug_websocket_handshake().call_decide(&mut guest.store, &handshake_request).await
-    {
-        Ok(decision) => decision,
+    let decision = match guest.decide(handshake_request).await {
+        Ok(Some(decision)) => decision,
+        Ok(None) => {
+            return Verdict::Accept {
+                subprotocol: upgrade::first_offered(route_protocols, &offered),
+                headers: HeaderMap::new(),
+            };
+        }
         Err(err) => return handler_fault(id, format!("its handshake failed: {err:?}")),
     };
     match decision {

@@ -8,13 +8,14 @@ use super::edge::{ClientSlot, Clients, OriginPolicy, TokenBucket, client_address
 use super::handshake::{self, Verdict};
 use super::static_files::StaticFiles;
 use super::upgrade::{self, Rejection, text_response};
-use crate::bindings::ConnectionInfo;
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, InstanceMode, RouteConfig};
 use crate::connection::{self, Session};
 use crate::metrics::{Metrics, Refused};
-use crate::runtime::{Handler, Runtime};
-use crate::streams::{CHUNK_SIZE, STRICT_MESSAGE_LIMIT};
-use crate::topics::{Broker, Budget, TopicCounters, TopicsCtx, queue};
+use crate::topics::{Broker, Budget, SlowSubscriber, TopicCounters, TopicsCtx, queue};
+use crate::wasm::bindings::ConnectionInfo;
+use crate::wasm::runtime::{Guest, Handler, Runtime};
+use crate::wasm::shared::SharedInstances;
+use crate::wasm::streams::{CHUNK_SIZE, STRICT_MESSAGE_LIMIT};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -56,6 +57,8 @@ const CLOSE_HANDSHAKE_ALLOWANCE: Duration = Duration::from_secs(5);
 struct Route {
     config: RouteConfig,
     handler: Handler,
+    /// With `instance = "shared"`, the instances its connections share.
+    shared: Option<SharedInstances>,
     permits: Option<Arc<Semaphore>>,
     origins: OriginPolicy,
     /// The component file's contents when it was compiled, hashed.
@@ -116,7 +119,9 @@ impl Routes {
             let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
             let origins = OriginPolicy::new(&config.allowed_origins)
                 .map_err(|why| anyhow::anyhow!("route {path}: allowed-origins: {why}"))?;
-            let route = Route { config: config.clone(), handler, permits, origins, fingerprint };
+            let shared = (config.instance == InstanceMode::Shared)
+                .then(|| SharedInstances::new(handler.clone(), path, config.shared_instances));
+            let route = Route { config: config.clone(), handler, shared, permits, origins, fingerprint };
             if kept.is_some() { &mut changes.replaced } else { &mut changes.added }.push(path.clone());
             loaded.insert(path.clone(), Arc::new(route));
         }
@@ -357,12 +362,30 @@ impl App {
             dropped: route_metrics.topic_drops.clone(),
         };
         let (topic_frames, topic_queue) =
-            queue::channel(Budget::new(route.config.max_buffered, route.config.slow_subscriber, counters));
-        let topics = TopicsCtx::new(self.inner.broker.clone(), id, topic_frames, route.config.max_topics);
+            queue::channel(Budget::new(route.config.max_buffered, route.config.slow_subscriber, counters.clone()));
         // The instance that decides the handshake is the one that serves the
         // connection: what it learns there stays for the connection.
         let started = Instant::now();
-        let mut guest = match route.handler.instantiate(id, path, topics).await {
+        let guest = match &route.shared {
+            None => {
+                let topics = TopicsCtx::new(self.inner.broker.clone(), id, topic_frames, route.config.max_topics);
+                route.handler.instantiate(id, path, topics).await.map(Guest::Own)
+            }
+            Some(shared) => {
+                // Numbered like the connections; its topic messages are
+                // dropped when its handler does not keep up (no one
+                // connection could be closed for it).
+                let new_instance = || {
+                    let instance = self.inner.connection_ids.fetch_add(1, Ordering::Relaxed);
+                    let budget = Budget::new(route.config.max_buffered, SlowSubscriber::Drop, counters);
+                    let topics =
+                        TopicsCtx::shared(self.inner.broker.clone(), instance, budget, route.config.max_topics);
+                    (instance, topics)
+                };
+                shared.lease(new_instance).await.map(Guest::Shared)
+            }
+        };
+        let mut guest = match guest {
             Ok(guest) => guest,
             Err(err) if crate::system::out_of_mappings(&err) => {
                 // The kernel refused the instance's memory: a capacity limit,

@@ -1,12 +1,13 @@
 //! The handler's side of topics: the host implementation of the
-//! `wsplug:websocket/topics` import, one [`TopicsCtx`] per connection's
-//! store.
+//! `wsplug:websocket/topics` import, one [`TopicsCtx`] per store: a
+//! connection's own instance, or a shared instance (which has no socket of
+//! its own to join topics with).
 
 use super::broker::{Broker, Published, Subscriber, Target, TopicError, check_name};
 use super::queue::{self, Budget, Receiver};
-use crate::bindings::topics::{self as wit, TopicMessage};
-use crate::runtime::GuestProgress;
-use crate::streams::produce_one;
+use crate::wasm::bindings::topics::{self as wit, TopicMessage};
+use crate::wasm::runtime::GuestProgress;
+use crate::wasm::streams::produce_one;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,13 +17,17 @@ use std::task::{Context, Poll};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Access, Destination, HasData, Linker, StreamProducer, StreamReader, StreamResult};
 
-/// One connection's topics: what it joined, and what it needs to join,
+/// One store's topics: what it joined, and what it needs to join,
 /// subscribe and publish. Dropping it (with the store) leaves every topic.
 pub struct TopicsCtx {
     broker: Arc<Broker>,
+    /// The connection (or shared instance) that `exclude-self` excludes.
     connection: u64,
-    /// The connection's queue of frames for its socket writer.
-    socket: queue::Sender<Bytes>,
+    /// The connection's queue of frames for its socket writer; none for a
+    /// shared instance.
+    socket: Option<queue::Sender<Bytes>>,
+    /// What subscriptions' queues count against.
+    budget: Arc<Budget>,
     joined: HashMap<String, Registration>,
     /// Joins and subscriptions held now.
     held: Arc<AtomicUsize>,
@@ -32,8 +37,34 @@ pub struct TopicsCtx {
 impl TopicsCtx {
     /// The topics of `connection`, whose joined topics' frames go to
     /// `socket`; it may hold `max_topics` topics at once.
+    /// The connection's budget bounds its socket queue and its
+    /// subscriptions together.
     pub fn new(broker: Arc<Broker>, connection: u64, socket: queue::Sender<Bytes>, max_topics: usize) -> Self {
-        Self { broker, connection, socket, joined: HashMap::new(), held: Arc::default(), max_topics }
+        let budget = socket.budget().clone();
+        Self {
+            broker,
+            connection,
+            socket: Some(socket),
+            budget,
+            joined: HashMap::new(),
+            held: Arc::default(),
+            max_topics,
+        }
+    }
+
+    /// The topics of a shared instance, numbered `instance` like a
+    /// connection: it subscribes and publishes, within `budget`, but cannot
+    /// join (no socket is its own).
+    pub fn shared(broker: Arc<Broker>, instance: u64, budget: Arc<Budget>, max_topics: usize) -> Self {
+        Self {
+            broker,
+            connection: instance,
+            socket: None,
+            budget,
+            joined: HashMap::new(),
+            held: Arc::default(),
+            max_topics,
+        }
     }
 
     /// Registers a new subscriber to `topic`, within the connection's cap.
@@ -49,7 +80,7 @@ impl TopicsCtx {
     }
 
     fn budget(&self) -> Arc<Budget> {
-        self.socket.budget().clone()
+        self.budget.clone()
     }
 }
 
@@ -84,7 +115,15 @@ impl wit::Host for TopicsCtx {
         if self.joined.contains_key(&topic) {
             return Ok(());
         }
-        let registration = self.register(&topic, Target::Socket(self.socket.clone()))?;
+        let Some(socket) = &self.socket else {
+            return Err(TopicError::Unavailable(
+                "a shared instance has no connection of its own to join with: subscribe, and send to its \
+                 connections yourself"
+                    .into(),
+            )
+            .into());
+        };
+        let registration = self.register(&topic, Target::Socket(socket.clone()))?;
         self.joined.insert(topic, registration);
         Ok(())
     }

@@ -6,8 +6,8 @@
 //! only when the guest reads, and a consumer takes an item from the guest only
 //! once it holds a permit for the channel to the socket writer.
 
-use crate::bindings::Message;
-use crate::runtime::GuestProgress;
+use crate::wasm::bindings::Message;
+use crate::wasm::runtime::GuestProgress;
 use bytes::{Buf, Bytes};
 use std::pin::Pin;
 use std::sync::Arc;

@@ -3,19 +3,21 @@
 //! compiled and pre-instantiated once at startup, and a fresh [`Store`] per
 //! connection.
 
-use crate::bindings::{
-    FlowHandler, FlowHandlerIndices, HandshakeHandler, HandshakeHandlerIndices, SinkSourceHandler,
-    SinkSourceHandlerIndices,
+use super::bindings::{
+    Decision, FlowHandler, FlowHandlerIndices, HandshakeHandler, HandshakeHandlerIndices, HandshakeRequest,
+    SinkSourceHandler, SinkSourceHandlerIndices,
 };
-use crate::guest_log::GuestLog;
+use super::call::{self, Call};
+use super::shared::Lease;
 use crate::topics::{self, TopicsCtx};
+use crate::wasm::log::GuestLog;
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
-    UpdateDeadline,
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
@@ -153,35 +155,29 @@ impl Runtime {
 
     /// The runtime `config` asks for: with `instance-pool = true`, instances
     /// from a pool with room for `max-connections` instances of the largest
-    /// route `memory-limit`; otherwise memory on demand.
+    /// route `memory-limit`; otherwise memory on demand. With `cache = true`
+    /// (the default), compiled components are kept on disk.
     pub fn for_config(config: &crate::Config) -> anyhow::Result<Self> {
-        if !config.instance_pool {
-            return Self::new();
+        let mut engine_config = if config.instance_pool {
+            let instances = u32::try_from(config.max_connections).context("max-connections is too large for a pool")?;
+            let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
+            pooled_config(InstancePool { instances, memory_per_instance })
+        } else {
+            Config::new()
+        };
+        if config.cache {
+            match config.cache_dir.clone().or_else(default_cache_dir) {
+                Some(dir) => cache_in(&mut engine_config, dir),
+                None => tracing::info!("compiled components are not cached: no cache-dir and no home directory"),
+            }
         }
-        let instances = u32::try_from(config.max_connections).context("max-connections is too large for a pool")?;
-        let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
-        Self::pooled(InstancePool { instances, memory_per_instance })
+        Self::with_config(engine_config)
     }
 
     /// Like [`Runtime::new`], with instances allocated from `pool`. When the
     /// pool is full, instantiation fails (the connection gets `503`).
     pub fn pooled(pool: InstancePool) -> anyhow::Result<Self> {
-        let mut pooling = PoolingAllocationConfig::new();
-        pooling
-            .total_component_instances(pool.instances)
-            .total_core_instances(pool.instances.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
-            .total_memories(pool.instances.saturating_mul(MEMORIES_PER_INSTANCE))
-            .total_tables(pool.instances.saturating_mul(TABLES_PER_INSTANCE))
-            .total_stacks(pool.instances)
-            .max_memory_size(pool.memory_per_instance);
-        let mut config = Config::new();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        // Each memory's slot is its largest size: a few GiB of address
-        // space per instance (the default, for bounds-check elision) would
-        // not fit tens of thousands of instances.
-        config.memory_reservation(pool.memory_per_instance as u64);
-        config.memory_guard_size(0);
-        Self::with_config(config)
+        Self::with_config(pooled_config(pool))
     }
 
     fn with_config(mut config: Config) -> anyhow::Result<Self> {
@@ -222,9 +218,12 @@ impl Runtime {
                 bail!("{} is granted to {shown} as a directory, but is not one", host.display());
             }
         }
+        let started = Instant::now();
         let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{shown} is not a WebAssembly component that wsplug can compile"))?;
+        // Milliseconds from the cache, seconds for a large component without.
+        tracing::info!("{shown} compiled in {} ms", started.elapsed().as_millis());
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -245,6 +244,54 @@ impl Runtime {
              it exports [{}]",
             exports.join(", ")
         )
+    }
+}
+
+/// An engine configuration that allocates instances from `pool`.
+fn pooled_config(pool: InstancePool) -> Config {
+    let mut pooling = PoolingAllocationConfig::new();
+    pooling
+        .total_component_instances(pool.instances)
+        .total_core_instances(pool.instances.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
+        .total_memories(pool.instances.saturating_mul(MEMORIES_PER_INSTANCE))
+        .total_tables(pool.instances.saturating_mul(TABLES_PER_INSTANCE))
+        .total_stacks(pool.instances)
+        .max_memory_size(pool.memory_per_instance);
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    // Each memory's slot is its largest size: a few GiB of address space per
+    // instance (the default, for bounds-check elision) would not fit tens of
+    // thousands of instances.
+    config.memory_reservation(pool.memory_per_instance as u64);
+    config.memory_guard_size(0);
+    config
+}
+
+/// Where compiled components are kept unless `cache-dir` says otherwise:
+/// `$XDG_CACHE_HOME/wsplug`, else `$HOME/.cache/wsplug`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME").filter(|dir| !dir.is_empty()).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").filter(|dir| !dir.is_empty()).map(|home| Path::new(&home).join(".cache"))
+    })?;
+    Some(base.join("wsplug"))
+}
+
+/// Keeps the engine's compiled components in `dir`, with wasmtime's own
+/// cache: an entry is found by a hash of the component's bytes, the
+/// engine's settings and wasmtime's version, so a changed component, host
+/// or setting never gets a stale one; an entry that does not decompress is
+/// compiled again (and rewritten). If the cache cannot be set up, the host
+/// compiles every time and says so.
+fn cache_in(config: &mut Config, dir: PathBuf) {
+    // wasmtime wants it absolute.
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let mut cache_config = CacheConfig::new();
+    cache_config.with_directory(&dir);
+    match Cache::new(cache_config) {
+        Ok(cache) => {
+            config.cache(Some(cache));
+        }
+        Err(err) => tracing::warn!("compiled components are not cached in {}: {err:#}", dir.display()),
     }
 }
 
@@ -295,7 +342,8 @@ enum Role {
     SinkSource(SinkSourceHandlerIndices),
 }
 
-/// One connection's instance of a handler, with its own store.
+/// An instance of a handler, with its own store: one connection's, or a
+/// shared one's.
 pub struct GuestInstance {
     /// The instance's store: the connection's whole guest state.
     pub(crate) store: Store<ConnectionCtx>,
@@ -303,6 +351,51 @@ pub struct GuestInstance {
     pub(crate) exports: HandlerExports,
     /// The handshake export, if the component has one.
     pub(crate) handshake: Option<HandshakeHandler>,
+}
+
+impl GuestInstance {
+    /// The handler's decision on `request`, if it exports `handshake`.
+    pub(crate) async fn decide(&mut self, request: HandshakeRequest) -> wasmtime::Result<Option<Decision>> {
+        let Some(handshake) = &self.handshake else { return Ok(None) };
+        let decision = self
+            .store
+            .run_concurrent(async |accessor| {
+                handshake.wsplug_websocket_handshake().call_decide(accessor, request).await
+            })
+            .await??;
+        Ok(Some(decision))
+    }
+}
+
+/// What serves one connection: an instance of its own, or a lease on a
+/// shared one.
+pub enum Guest {
+    /// A fresh instance, dropped with the connection.
+    Own(GuestInstance),
+    /// A call on a shared instance.
+    Shared(Lease),
+}
+
+impl Guest {
+    /// The handler's decision on `request`, if it exports `handshake`.
+    pub(crate) async fn decide(&mut self, request: HandshakeRequest) -> wasmtime::Result<Option<Decision>> {
+        match self {
+            Guest::Own(instance) => instance.decide(request).await,
+            Guest::Shared(lease) => lease.decide(request).await,
+        }
+    }
+
+    /// Runs the handler for the connection until its output ends. `Err` is
+    /// a trap or another failure of the guest (on a shared instance: of any
+    /// of its connections).
+    pub(crate) async fn serve(self, connection: Call) -> wasmtime::Result<()> {
+        match self {
+            Guest::Own(GuestInstance { mut store, exports, .. }) => {
+                store.run_concurrent(async |accessor| call::handle(accessor, &exports, connection).await).await?
+            }
+            Guest::Shared(lease) => lease.serve(connection).await,
+        }
+    }
 }
 
 /// The handler world's exports on one instance.

@@ -27,7 +27,9 @@ mod handshake {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "handshake-handler",
-        exports: { default: async },
+        // Concurrent, so that a shared instance decides handshakes while it
+        // serves connections.
+        exports: { default: async | store },
         with: {
             "wsplug:websocket/types": super::flow::wsplug::websocket::types,
         },
