@@ -29,7 +29,9 @@ test-services:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
 
-test: wasm-target test-services
+# The Python and JavaScript greeters are built first: tests/tests/languages.rs
+# runs them.
+test: wasm-target test-services greeter-python greeter-js
 	cargo test --workspace
 
 # A release `wsplug` in ~/.cargo/bin (or in $(PREFIX)/bin with PREFIX=...).
@@ -44,7 +46,7 @@ check-new: wasm-target
 # Benchmarks: release builds, then the closed-loop client against wsplug and
 # the native baseline, and the Node and Bun peers if npm can install them
 # (see the README's Benchmarks section).
-bench: guests
+bench: guests greeter-python
 	@if command -v npm >/dev/null; then cd bench/peers && npm install --silent --no-audit --no-fund; fi
 	cargo build --release -p wsplug -p wsplug-bench
 	target/release/wsplug-bench
@@ -61,3 +63,50 @@ fuzz:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && cargo +nightly fuzz run frame_reader -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096
+
+# Handlers in Python (sdk-python/, see its README): componentize-py, pinned,
+# in a virtualenv under target/, then the Python greeter as
+# target/python/greeter.wasm. Rebuilt only when its sources change.
+PYTHON ?= python3
+COMPONENTIZE_PY_VERSION = 0.25.1
+PY_VENV = target/python-venv
+PY_TOOLS = $(PY_VENV)/.componentize-py-$(COMPONENTIZE_PY_VERSION)
+PY_SDK = $(wildcard sdk-python/wsplug/*.py) sdk-python/wit/python.wit wit/websocket.wit
+
+.PHONY: greeter-python
+
+greeter-python: target/python/greeter.wasm
+
+$(PY_TOOLS):
+	$(PYTHON) -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION)
+	touch $@
+
+# Written beside the target and renamed into place, so that `serve --watch`
+# never sees half a file.
+target/python/greeter.wasm: guest-examples/greeter-python/app.py $(PY_SDK) $(PY_TOOLS)
+	@mkdir -p $(@D)
+	$(PY_VENV)/bin/componentize-py -d wit -d sdk-python/wit -w wsplug:python/flow \
+		componentize app -p guest-examples/greeter-python -p sdk-python -o $@.tmp
+	mv $@.tmp $@
+
+# The greeter in JavaScript (guest-examples/greeter-js/): componentize-qjs,
+# pinned, from npm into target/js-tools, then target/js/greeter.wasm.
+# (componentize-js / StarlingMonkey cannot export async functions or streams.)
+COMPONENTIZE_QJS_VERSION = 0.4.5
+JS_TOOLS = target/js-tools
+JS_TOOL = $(JS_TOOLS)/.componentize-qjs-$(COMPONENTIZE_QJS_VERSION)
+
+.PHONY: greeter-js
+
+greeter-js: target/js/greeter.wasm
+
+$(JS_TOOL):
+	npm install --prefix $(JS_TOOLS) --silent --no-audit --no-fund componentize-qjs@$(COMPONENTIZE_QJS_VERSION)
+	touch $@
+
+target/js/greeter.wasm: guest-examples/greeter-js/greeter.js wit/websocket.wit $(JS_TOOL)
+	@mkdir -p $(@D)
+	$(JS_TOOLS)/node_modules/.bin/componentize-qjs --wit wit --world flow-handler \
+		--js guest-examples/greeter-js/greeter.js -o $@.tmp
+	mv $@.tmp $@

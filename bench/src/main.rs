@@ -7,11 +7,13 @@
 //! in its own process; the client is this process. Figures: messages/s,
 //! latency percentiles, connection setup rate (connect + first message +
 //! close), the server's resident memory per idle connection, and the time
-//! and server memory one 100 MiB message takes through the greeter. Then
-//! fan-out: one topic published to N subscribers, wsplug against Bun's
+//! and server memory one 100 MiB message takes through the greeter. Then the
+//! greeter in Rust and in Python, per-connection and shared instances (see
+//! `languages.rs`), and fan-out: one topic published to N subscribers, wsplug against Bun's
 //! `server.publish` (see `fanout.rs`).
 
 mod fanout;
+mod languages;
 mod native;
 mod servers;
 
@@ -60,7 +62,31 @@ struct Target {
     reply_overhead: usize,
 }
 
+/// Whether the run includes `section` (`echo`, `languages`, `fanout`):
+/// `WSPLUG_BENCH_SECTIONS` lists them, comma-separated; all by default.
+fn section(name: &str) -> bool {
+    std::env::var("WSPLUG_BENCH_SECTIONS")
+        .map_or(true, |sections| sections.split(',').any(|listed| listed.trim() == name))
+}
+
 async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
+    println!("machine: {} cores; client and servers on 127.0.0.1", std::thread::available_parallelism()?.get());
+    println!();
+    if section("echo") {
+        echo(idle_connections, in_flight).await?;
+    }
+    if section("languages") {
+        languages::report().await?;
+    }
+    if section("fanout") {
+        fanout::report().await?;
+    }
+    Ok(())
+}
+
+/// Echo and greeter against the native server and the peers: throughput,
+/// setup, idle memory, one large message.
+async fn echo(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
     let native = Server::native().await?;
     let wsplug = Server::wsplug().await?;
     let targets = [
@@ -77,8 +103,6 @@ async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
             None => println!("({name}: not installed in bench/peers, left out)"),
         }
     }
-    println!("machine: {} cores; client and servers on 127.0.0.1", std::thread::available_parallelism()?.get());
-    println!();
     println!("| scenario | server | msg/s | ratio | p50 µs | p90 µs | p99 µs | p99.9 µs |");
     println!("|---|---|---|---|---|---|---|---|");
     for (connections, size) in [(64, 32), (64, 16 * 1024)] {
@@ -141,10 +165,8 @@ async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
         (LARGE_MESSAGE >> 20) as f64 / elapsed.as_secs_f64(),
         growth as f64 / f64::from(1 << 20),
     );
-    // The fan-out starts servers of its own.
-    drop((native, wsplug, node, bun));
     println!();
-    fanout::report().await
+    Ok(())
 }
 
 /// Sends one `size`-byte text message (one frame) while reading the reply;

@@ -34,7 +34,7 @@ impl Drop for Server {
 }
 
 /// The repository root (the bench crate's parent).
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ is in the repository").to_owned()
 }
 
@@ -124,7 +124,9 @@ impl Server {
     /// Starts `target/release/wsplug serve` with `routes` on a free port,
     /// and with `admin`, its admin API on another. `WSPLUG_BENCH_POOL=1`
     /// turns the instance pool on.
-    fn wsplug_serving(routes: &str, admin: bool) -> anyhow::Result<Self> {
+    /// `wsplug serve` with `routes` (config file text: `[[route]]` tables,
+    /// top-level keys before them), the per-client limits off.
+    pub fn wsplug_serving(routes: &str, admin: bool) -> anyhow::Result<Self> {
         let wsplug = root().join("target/release/wsplug");
         let pool = std::env::var("WSPLUG_BENCH_POOL").is_ok_and(|value| value == "1");
         let admin_listen = if admin { "admin-listen = \"127.0.0.1:0\"\n" } else { "" };

@@ -1,0 +1,87 @@
+//! Handlers in Python (componentize-py with `sdk-python/`) and JavaScript
+//! (componentize-qjs), built by `make greeter-python greeter-js` (which
+//! `make test` runs first): the greeter's conversation through the testkit,
+//! as for the Rust greeter, and a shared Python instance serving several
+//! connections at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use wsplug::config::InstanceMode;
+use wsplug::{Config, RouteConfig};
+use wsplug_testkit::{TestApp, WsProbe};
+
+/// A component `make` built into the repository's `target/`.
+fn built(relative: &str) -> PathBuf {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative);
+    assert!(
+        file.exists(),
+        "{} is missing: `make greeter-python greeter-js` builds it (`make test` does)",
+        file.display()
+    );
+    file
+}
+
+fn python_greeter() -> PathBuf {
+    built("target/python/greeter.wasm")
+}
+
+fn js_greeter() -> PathBuf {
+    built("target/js/greeter.wasm")
+}
+
+/// What the Rust greeter's own test says, against `probe`.
+async fn greeter_conversation(mut probe: WsProbe) {
+    probe.send_text("Peter").await;
+    probe.expect_text("Hello Peter!").await;
+    // A binary message gets no answer, and does not stall what follows.
+    probe.send_binary(&[1, 2, 3]).await;
+    probe.send_text("Mary").await;
+    probe.expect_text("Hello Mary!").await;
+    probe.send_text_stream(&["Stre", "am", "ing"], Duration::from_millis(20)).await;
+    probe.expect_text("Hello Streaming!").await;
+    probe.send_text("Jürgen ✓").await;
+    probe.expect_text("Hello Jürgen ✓!").await;
+    probe.send_close(1000, "bye").await;
+    probe.expect_close(1000).await;
+    probe.expect_completion().await;
+}
+
+#[tokio::test]
+async fn the_python_greeter_greets() {
+    let app = TestApp::new([("/greeter", python_greeter())]).unwrap();
+    greeter_conversation(app.connect("/greeter").await).await;
+}
+
+#[tokio::test]
+async fn the_javascript_greeter_greets() {
+    let app = TestApp::new([("/greeter", js_greeter())]).unwrap();
+    greeter_conversation(app.connect("/greeter").await).await;
+}
+
+#[tokio::test]
+async fn a_shared_python_instance_greets_several_connections_at_once() {
+    let mut route = RouteConfig::new("/greeter", python_greeter());
+    route.instance = InstanceMode::Shared;
+    let mut config = Config::default();
+    config.set_route(route);
+    let app = TestApp::with_config(config).unwrap();
+    let mut probes = Vec::new();
+    for _ in 0..3 {
+        probes.push(app.connect("/greeter").await);
+    }
+    // Interleaved: every call is in flight on the one instance throughout.
+    for round in ["Peter", "Paul"] {
+        for (index, probe) in probes.iter_mut().enumerate() {
+            probe.send_text(&format!("{round} {index}")).await;
+        }
+        for (index, probe) in probes.iter_mut().enumerate() {
+            probe.expect_text(&format!("Hello {round} {index}!")).await;
+        }
+    }
+    // A streamed message on one while another talks.
+    let (first, rest) = probes.split_first_mut().unwrap();
+    first.send_text_stream(&["Stre", "am"], Duration::from_millis(20)).await;
+    rest[0].send_text("Mary").await;
+    rest[0].expect_text("Hello Mary!").await;
+    first.expect_text("Hello Stream!").await;
+}
