@@ -1,7 +1,7 @@
 //! The on-disk cache of compiled components, with the real binary: a first
-//! start writes an entry, an entry that is not what the host wrote is
-//! compiled again (and rewritten), never trusted, and `--no-cache` writes
-//! nothing.
+//! start writes an entry, the next one reads it, an entry that is not what
+//! the host wrote is compiled again (and rewritten), never trusted, and
+//! `--no-cache` writes nothing.
 
 use futures_util::SinkExt;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ fn cache_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The compiled components in the cache `dir` (not the cache's statistics
-/// or its cleanup worker's lock files).
+/// The compiled components in the cache `dir`: files named by a hash (the
+/// cache's statistics, lock and temporary files have a dot in their names).
 fn entries(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.join("modules")];
@@ -27,7 +27,7 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_none_or(|extension| extension != "stats") {
+            } else if !entry.file_name().to_string_lossy().contains('.') {
                 found.push(path);
             }
         }
@@ -62,6 +62,15 @@ async fn a_compiled_component_is_cached_and_a_corrupt_entry_is_compiled_again() 
     assert_eq!(written.len(), 1, "{written:?}");
     let entry = &written[0];
     let good = std::fs::read(entry)?;
+    let written_at = std::fs::metadata(entry)?.modified()?;
+
+    // The next start reads it: compiling again would rewrite it.
+    {
+        let (_server, urls, log) = serve_config(&config(&dir));
+        log_line(&log, &["greeter.wasm compiled in"]);
+        greet(&urls[0]).await?;
+    }
+    assert_eq!(std::fs::metadata(entry)?.modified()?, written_at, "the entry was written again");
 
     // Not what this host wrote: it must be compiled again, not run.
     std::fs::write(entry, b"not a compiled component")?;

@@ -174,12 +174,6 @@ impl Runtime {
         Self::with_config(engine_config)
     }
 
-    /// Like [`Runtime::new`], with instances allocated from `pool`. When the
-    /// pool is full, instantiation fails (the connection gets `503`).
-    pub fn pooled(pool: InstancePool) -> anyhow::Result<Self> {
-        Self::with_config(pooled_config(pool))
-    }
-
     fn with_config(mut config: Config) -> anyhow::Result<Self> {
         config.wasm_component_model_async(true);
         config.epoch_interruption(true);
@@ -290,8 +284,24 @@ fn cache_in(config: &mut Config, dir: PathBuf) {
     match Cache::new(cache_config) {
         Ok(cache) => {
             config.cache(Some(cache));
+            warn_if_others_can_write(&dir);
         }
         Err(err) => tracing::warn!("compiled components are not cached in {}: {err:#}", dir.display()),
+    }
+}
+
+/// The cache is run as the host's own code: a directory that other users
+/// can write to is worth a warning.
+fn warn_if_others_can_write(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(dir)
+        && metadata.permissions().mode() & 0o022 != 0
+    {
+        tracing::warn!(
+            "the cache of compiled components, {}, is writable by other users: whoever can write there can run \
+             code in this host (chmod go-w it)",
+            dir.display()
+        );
     }
 }
 
@@ -319,6 +329,11 @@ pub struct Description {
 }
 
 impl Handler {
+    /// Whether the component exports `handshake`.
+    pub(crate) fn has_handshake(&self) -> bool {
+        self.handshake.is_some()
+    }
+
     /// What the component is and what it needs.
     pub fn describe(&self) -> Description {
         let component_type = self.pre.component().component_type();

@@ -23,9 +23,9 @@ use super::runtime::{ConnectionCtx, GuestInstance, Handler, HandlerExports};
 use crate::topics::TopicsCtx;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use wasmtime::component::Accessor;
 
 /// A route's shared instances.
@@ -87,41 +87,38 @@ impl SharedInstances {
     /// A lease on the next slot's instance; if the slot has none, or its
     /// instance failed, a new one numbered and with the topics `new` gives.
     pub async fn lease(&self, new: impl FnOnce() -> (u64, TopicsCtx)) -> wasmtime::Result<Lease> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        if let Some(instance) = live(slot) {
-            return Ok(Lease { instance });
+        let handshake = self.handler.has_handshake();
+        // Held while an instance starts: the slot's other connections wait
+        // for that one instead of each starting their own.
+        let mut slot = self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()].lock().await;
+        if let Some(instance) = slot.as_ref().filter(|instance| instance.is_live()) {
+            return Ok(Lease { instance: instance.clone(), handshake });
         }
         let (id, topics) = new();
         let guest = self.handler.instantiate(id, &self.path, topics).await?;
-        let mut slot = slot.lock().expect("no code panics holding this lock");
-        // Another connection may have started one meanwhile: this one is
-        // dropped unused.
-        if let Some(instance) = slot.as_ref().filter(|instance| instance.is_live()) {
-            return Ok(Lease { instance: instance.clone() });
-        }
         let (requests, receiver) = mpsc::unbounded_channel();
         let (ended_tx, ended) = watch::channel(None);
         tokio::spawn(drive(guest, receiver, ended_tx, id, self.path.clone()));
         tracing::info!(instance = id, path = self.path, "shared instance started");
         let instance = Arc::new(Shared { requests, ended });
         *slot = Some(instance.clone());
-        Ok(Lease { instance })
+        Ok(Lease { instance, handshake })
     }
-}
-
-/// The slot's instance, if it has one that has not failed.
-fn live(slot: &Mutex<Option<Arc<Shared>>>) -> Option<Arc<Shared>> {
-    slot.lock().expect("no code panics holding this lock").as_ref().filter(|instance| instance.is_live()).cloned()
 }
 
 /// A connection's hold on a shared instance.
 pub struct Lease {
     instance: Arc<Shared>,
+    /// Whether the handler exports `handshake`.
+    handshake: bool,
 }
 
 impl Lease {
     /// The handler's decision on `request`, if it exports `handshake`.
     pub(crate) async fn decide(&self, request: HandshakeRequest) -> wasmtime::Result<Option<Decision>> {
+        if !self.handshake {
+            return Ok(None);
+        }
         let (answer, answered) = oneshot::channel();
         if self.instance.requests.send(Request::Decide { request, answer }).is_ok()
             && let Ok(decision) = answered.await
@@ -211,16 +208,13 @@ async fn answer(
             };
             let _ = answer.send(decision);
         }
-        Request::Serve { call, mut done } => {
-            // A connection that is gone (closed at a deadline, say) no
-            // longer waits: its call is dropped with it.
-            tokio::select! {
-                handled = call::handle(accessor, exports, call) => {
-                    handled?;
-                    let _ = done.send(());
-                }
-                () = done.closed() => {}
-            }
+        Request::Serve { call, done } => {
+            // Run to its end even if the connection is gone (closed at a
+            // deadline, say): the guest's input has ended and its output
+            // is refused, so a handler that stops when they do ends. Dropping
+            // the call would leave its task and streams in the store.
+            call::handle(accessor, exports, call).await?;
+            let _ = done.send(());
         }
     }
     Ok(())
