@@ -9,9 +9,11 @@
 //! close), the server's resident memory per idle connection, and the time
 //! and server memory one 100 MiB message takes through the greeter. Then the
 //! greeter in Rust and in Python, per-connection and shared instances (see
-//! `languages.rs`), and fan-out: one topic published to N subscribers, wsplug against Bun's
+//! `languages.rs`), permessage-deflate against Bun and Node (see
+//! `compression.rs`), and fan-out: one topic published to N subscribers, wsplug against Bun's
 //! `server.publish` (see `fanout.rs`).
 
+mod compression;
 mod fanout;
 mod languages;
 mod native;
@@ -62,7 +64,8 @@ struct Target {
     reply_overhead: usize,
 }
 
-/// Whether the run includes `section` (`echo`, `languages`, `fanout`):
+/// Whether the run includes `section` (`echo`, `languages`, `compression`,
+/// `fanout`):
 /// `WSPLUG_BENCH_SECTIONS` lists them, comma-separated; all by default.
 fn section(name: &str) -> bool {
     std::env::var("WSPLUG_BENCH_SECTIONS")
@@ -77,6 +80,9 @@ async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
     }
     if section("languages") {
         languages::report().await?;
+    }
+    if section("compression") {
+        compression::report().await?;
     }
     if section("fanout") {
         fanout::report().await?;

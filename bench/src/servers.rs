@@ -50,13 +50,19 @@ impl Server {
     /// (`npm install` in `bench/peers/`; `make bench` does it when npm is
     /// present).
     pub async fn peer(program: &str, script: &str) -> Option<Self> {
+        Self::peer_with(program, script, &[]).await
+    }
+
+    /// Like [`Server::peer`], with environment variables for the script
+    /// (`PEER_DEFLATE=1`: permessage-deflate on).
+    pub async fn peer_with(program: &str, script: &str, env: &[(&str, &str)]) -> Option<Self> {
         let peers = root().join("bench/peers");
         let program = if program.contains('/') { peers.join(program) } else { PathBuf::from(program) };
         if !peers.join("node_modules").is_dir() {
             return None;
         }
         let mut command = Command::new(program);
-        command.arg(peers.join(script));
+        command.arg(peers.join(script)).envs(env.iter().copied());
         Self::listening(command).ok()
     }
 

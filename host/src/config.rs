@@ -47,6 +47,8 @@
 //! max-topics = 64             # topics a connection may join or subscribe to
 //! max-buffered = 1048576      # bytes of topic messages queued per connection
 //! slow-subscriber = "drop"    # or "close" (1008) when max-buffered is full
+//! compression = true          # permessage-deflate, when the client offers it
+//! compression-threshold = 1024 # smaller whole messages go out uncompressed
 //! instance = "per-connection" # or "shared": one instance, many connections
 //! shared-instances = 1        # with "shared": instances the connections share
 //! allowed-origins = ["https://app.example.com"] # default: same origin only
@@ -269,6 +271,15 @@ pub struct RouteConfig {
     /// `drop` it (default) or `close` the connection with 1008.
     #[serde(default)]
     pub slow_subscriber: SlowSubscriber,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it.
+    /// Default true.
+    #[serde(default = "defaults::compression")]
+    pub compression: bool,
+    /// With compression negotiated, whole messages the handler sends that
+    /// are smaller than this many bytes go out uncompressed (streamed ones
+    /// are always compressed). Default 1024.
+    #[serde(default = "defaults::compression_threshold")]
+    pub compression_threshold: usize,
     /// An instance of its own for each connection (`per-connection`, the
     /// default), or instances that serve many connections at once
     /// (`shared`).
@@ -374,6 +385,8 @@ impl RouteConfig {
             max_topics: defaults::max_topics(),
             max_buffered: defaults::max_buffered(),
             slow_subscriber: SlowSubscriber::default(),
+            compression: defaults::compression(),
+            compression_threshold: defaults::compression_threshold(),
             instance: InstanceMode::default(),
             shared_instances: defaults::shared_instances(),
             allowed_origins: Vec::new(),
@@ -585,6 +598,12 @@ mod defaults {
     }
     pub fn shared_instances() -> usize {
         1
+    }
+    pub fn compression() -> bool {
+        true
+    }
+    pub fn compression_threshold() -> usize {
+        1024
     }
 }
 

@@ -35,13 +35,13 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use wsplug_wire::{Event, FrameReader, FrameWriter, ReadError, ReadLimits};
+use wsplug_wire::{DeflateParams, Event, FrameReader, FrameWriter, ReadError, ReadLimits};
 
 /// How many client messages may wait for the guest to read them. A streamed
 /// message holds at most [`INCOMING_CHUNK_QUEUE`] chunks besides, so memory
@@ -60,8 +60,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a guest may go on once its input has ended for the client's
 /// close (its output can no longer be sent) or for a protocol violation (its
-/// answers to the valid messages before it still go out) before its instance
-/// is dropped.
+/// answers to the valid messages before it still go out) before the
+/// connection stops waiting for it (its own instance is dropped then).
 const FINISH_AFTER_INPUT_ENDS: Duration = Duration::from_secs(1);
 
 /// The close frame the guest's `closed` future resolves to when the
@@ -96,10 +96,21 @@ pub struct Session {
     pub message_rate: Option<TokenBucket>,
     /// The route's frame and message limits.
     pub limits: ReadLimits,
+    /// permessage-deflate, if negotiated.
+    pub deflate: Option<Compression>,
 }
 
-/// Serves one upgraded connection with a fresh instance of the handler, until
-/// the connection is closed.
+/// permessage-deflate on a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Compression {
+    /// The negotiated terms.
+    pub params: DeflateParams,
+    /// Whole messages from the guest smaller than this go out uncompressed.
+    pub threshold: usize,
+}
+
+/// Serves one upgraded connection with its handler (an instance of its own,
+/// or a call on a shared one), until the connection is closed.
 ///
 /// | what happens | close frame sent |
 /// |---|---|
@@ -133,24 +144,31 @@ where
         route_metrics,
         message_rate,
         limits,
+        deflate,
     } = session;
     route_metrics.open.inc();
     let counted = &route_metrics;
     let topic_budget = topics.budget().clone();
     let (read_half, write_half) = tokio::io::split(io);
     let mut writer = FrameWriter::new(write_half);
+    let mut reader = FrameReader::new(read_half, limits);
+    if let Some(Compression { params, threshold }) = deflate {
+        writer = writer.with_deflate(params, threshold);
+        reader = reader.with_deflate(params);
+    }
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let (closed_tx, closed_rx) = oneshot::channel();
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
     let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
     let activity = Activity::new();
 
-    let reader = FrameReader::new(read_half, limits);
     let counting = Counting { metrics: counted, rate: message_rate };
     let mut read = pin!(read_client(reader, incoming_tx, closed_tx, replies_tx, &activity, &shutdown, counting));
     // The code of the client's close frame, if it closed first.
     let mut client_code = None;
     let mut read_done = false;
+    // After a violation, the reader, for what the client still sends.
+    let mut refused_input = None;
     // The guest and the writer's loop live in this block; once it ends they
     // are gone (the instance with them) and the writer is free for the close
     // frame.
@@ -186,7 +204,8 @@ where
                             client_code = code;
                             true
                         }
-                        ReadEnd::Violation { frame, in_message } => {
+                        ReadEnd::Violation { frame, in_message, reader } => {
+                            refused_input = Some(reader);
                             if in_message {
                                 break Some(frame);
                             }
@@ -205,8 +224,8 @@ where
                         metrics.failed(&path, &err);
                         break (!client_closed).then(|| violation.unwrap_or_else(|| close_frame(CloseCode::Error, "handler failed")));
                     }
-                    if output_ended {
-                        break Some(output_end_close(&shutdown));
+                    if output_ended && !client_closed {
+                        break Some(violation.unwrap_or_else(|| output_end_close(&shutdown)));
                     }
                     // Its output ended: the writer sends what is queued, then ends.
                     false
@@ -242,7 +261,7 @@ where
                         break None;
                     }
                     if output_ended && !shutting_down {
-                        break Some(output_end_close(&shutdown));
+                        break Some(violation.unwrap_or_else(|| output_end_close(&shutdown)));
                     }
                     break Some(violation.unwrap_or_else(|| close_frame(CloseCode::Away, "server shutting down")));
                 }
@@ -271,6 +290,11 @@ where
     if close.is_some() && flushed && !read_done && tokio::time::timeout(CLOSE_TIMEOUT, read).await.is_err() {
         tracing::debug!(connection = id, "client did not answer the close frame in time");
     }
+    if let Some(reader) = refused_input
+        && flushed
+    {
+        discard_input(reader.into_inner()).await;
+    }
     metrics.closed(&path, close.as_ref().map(|frame| u16::from(frame.code)).or(client_code));
     route_metrics.open.dec();
     let dropped = topic_budget.dropped();
@@ -289,6 +313,32 @@ fn output_end_close(shutdown: &CancellationToken) -> CloseFrame {
     } else {
         close_frame(CloseCode::Normal, "")
     }
+}
+
+/// After a violation, a client's input is read and dropped until it has
+/// been quiet this long (its close frame, the rest of a refused message)...
+const LINGER_QUIET: Duration = Duration::from_millis(50);
+/// ...for at most this long and this much.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 16 << 20;
+
+/// Reads what the client still sends after a violation (the rest of a
+/// refused message, its answer to the close frame) and drops it, until it
+/// pauses: closing a socket with unread input resets the connection, and
+/// the client would lose the close frame that says why. Then the host
+/// closes the TCP connection first, as RFC 6455 asks of a server.
+async fn discard_input<R: AsyncRead + Unpin>(mut input: R) {
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut buffer = vec![0; 16 * 1024];
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            match tokio::time::timeout(LINGER_QUIET, input.read(&mut buffer)).await {
+                Ok(Ok(count @ 1..)) => read += count,
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
@@ -318,7 +368,7 @@ impl Activity {
 }
 
 /// How reading from the client ended.
-enum ReadEnd {
+enum ReadEnd<R> {
     /// The client closed the connection (its close frame went to the writer
     /// to be echoed; `code` is its code, 1005 if it had none) or dropped it
     /// (`code` is `None`).
@@ -332,6 +382,8 @@ enum ReadEnd {
         /// Whether it happened inside a message (then that message is not
         /// valid, and neither is the guest's answer to it).
         in_message: bool,
+        /// The reader, for what the client still sends.
+        reader: Box<FrameReader<R>>,
     },
 }
 
@@ -355,7 +407,7 @@ async fn read_client<R: AsyncRead + Unpin>(
     activity: &Activity,
     shutdown: &CancellationToken,
     mut counting: Counting<'_>,
-) -> ReadEnd {
+) -> ReadEnd<R> {
     let counted = counting.metrics;
     let mut input = Some(GuestInput { messages: incoming, body: None });
     let mut shutting_down = pin!(shutdown.cancelled());
@@ -369,7 +421,10 @@ async fn read_client<R: AsyncRead + Unpin>(
         };
         let event = match event {
             Ok(event) => event,
-            Err(ReadError::Violation(frame)) => return ReadEnd::Violation { frame, in_message: reader.in_message() },
+            Err(ReadError::Violation(frame)) => {
+                let in_message = reader.in_message();
+                return ReadEnd::Violation { frame, in_message, reader: Box::new(reader) };
+            }
             Err(ReadError::Lost(err)) => {
                 if let Some(err) = err {
                     tracing::debug!("reading from the client failed: {err}");
@@ -387,7 +442,7 @@ async fn read_client<R: AsyncRead + Unpin>(
             && rate.take().is_err()
         {
             let frame = close_frame(CloseCode::Policy, "too many messages");
-            return ReadEnd::Violation { frame, in_message: false };
+            return ReadEnd::Violation { frame, in_message: false, reader: Box::new(reader) };
         }
         let message = match event {
             Event::Text(text) => {
@@ -573,14 +628,14 @@ async fn write_client<W: AsyncWrite + Unpin>(
                 match chunk {
                     Some(chunk) => {
                         counted.bytes_out.inc_by(chunk.len() as u64);
-                        writer.queue(open.opcode, false, &chunk);
+                        writer.queue_data(open.opcode, false, &chunk);
                         open.opcode = OpCode::Data(Data::Continue);
                         !open.chunks.is_empty()
                     }
                     None => {
                         // If no chunk was sent, the opcode is still the first
                         // one: the message goes out whole, and empty.
-                        writer.queue(open.opcode, true, &[]);
+                        writer.queue_data(open.opcode, true, &[]);
                         body = None;
                         !outgoing.is_empty()
                     }
@@ -619,7 +674,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
                 Some(GuestMessage::Strict { text, payload }) => {
                     activity.touch();
                     count(&counted.messages_out, &counted.bytes_out, payload.len());
-                    writer.queue(OpCode::Data(if text { Data::Text } else { Data::Binary }), true, &payload);
+                    writer.queue_data(OpCode::Data(if text { Data::Text } else { Data::Binary }), true, &payload);
                     !outgoing.is_empty()
                 }
                 Some(GuestMessage::Streamed { text, chunks }) => {

@@ -149,14 +149,30 @@ pub async fn websocket_over_http2(
     sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
     url: &str,
 ) -> anyhow::Result<WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>> {
-    let mut request =
-        hyper::Request::connect(url).header("sec-websocket-version", "13").body(http_body_util::Empty::new())?;
+    Ok(websocket_over_http2_with(sender, url, &[]).await?.0)
+}
+
+/// Like [`websocket_over_http2`], with extra request headers; returns the
+/// response's headers too.
+pub async fn websocket_over_http2_with(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>, hyper::HeaderMap)> {
+    let mut request = hyper::Request::connect(url).header("sec-websocket-version", "13");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut request = request.body(http_body_util::Empty::new())?;
     request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
     let mut response = guard(sender.send_request(request)).await??;
     anyhow::ensure!(response.status() == 200, "the extended CONNECT got {}", response.status());
+    let response_headers = response.headers().clone();
     let upgraded = guard(hyper::upgrade::on(&mut response)).await??;
     let io = hyper_util::rt::TokioIo::new(upgraded);
-    Ok(WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Client, None).await)
+    let socket =
+        WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Client, None).await;
+    Ok((socket, response_headers))
 }
 
 /// Awaits `future`, failing if it takes longer than [`HANG_GUARD`].
@@ -245,6 +261,8 @@ pub fn resident_bytes(process: &str) -> u64 {
 pub struct RawFrame {
     /// The FIN bit.
     pub fin: bool,
+    /// The RSV1 bit: the first frame of a compressed message.
+    pub rsv1: bool,
     /// The opcode: 0 continuation, 1 text, 2 binary, 8 close, 9 ping, 10 pong.
     pub opcode: u8,
     /// The payload.
@@ -270,10 +288,16 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and performs the opening handshake.
     pub async fn connect(address: SocketAddr, path: &str) -> anyhow::Result<Self> {
+        Ok(Self::connect_with(address, path, "").await?.0)
+    }
+
+    /// Connects and performs the opening handshake with `headers` (lines
+    /// ending in CRLF) added to the request; returns the response's head too.
+    pub async fn connect_with(address: SocketAddr, path: &str, headers: &str) -> anyhow::Result<(Self, String)> {
         let mut tcp = TcpStream::connect(address).await?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{headers}\r\n"
         );
         tcp.write_all(request.as_bytes()).await?;
         // Read the response head byte by byte so as not to swallow frames.
@@ -283,10 +307,11 @@ impl RawClient {
         }
         let head = String::from_utf8(head)?;
         anyhow::ensure!(head.starts_with("HTTP/1.1 101"), "handshake refused: {head}");
-        Ok(Self { tcp })
+        Ok((Self { tcp }, head))
     }
 
-    /// Sends one masked frame.
+    /// Sends one masked frame. `opcode` may carry RSV1 (`0x40`): a
+    /// compressed message's first frame.
     pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
         let mask = [0x5a, 0x17, 0xc3, 0x8e];
         let mut frame = vec![u8::from(fin) << 7 | opcode];
@@ -350,6 +375,6 @@ impl RawClient {
         };
         let mut payload = vec![0; usize::try_from(len)?];
         self.tcp.read_exact(&mut payload).await?;
-        Ok(RawFrame { fin: first & 0x80 != 0, opcode: first & 0x0f, payload })
+        Ok(RawFrame { fin: first & 0x80 != 0, rsv1: first & 0x40 != 0, opcode: first & 0x0f, payload })
     }
 }

@@ -41,3 +41,37 @@ async fn two_people_chat_in_the_browser() -> anyhow::Result<()> {
     bob.close().await?;
     shows(&ann, "* Bob left").await
 }
+
+/// A real browser offers permessage-deflate: it is negotiated, and large
+/// messages go both ways compressed (the echo sends them back whole) while
+/// small ones go plain.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_browser_negotiates_compression_and_messages_round_trip() -> anyhow::Result<()> {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/chat/web");
+    let mut config = config_with([RouteConfig::new("/echo", example("echo"))]);
+    config.static_dirs.push(StaticDir { path: "/".into(), dir: web });
+    let server = TestServer::start_with(config).await?;
+    let browser = Browser::launch().await?;
+    let page = browser.new_page(&format!("http://{}/", server.address)).await?;
+    let result = page
+        .eval(
+            "new Promise((resolve, reject) => {
+               const socket = new WebSocket(`ws://${location.host}/echo`);
+               const large = JSON.stringify(Array.from({ length: 2000 }, (_, id) => ({ id, user: 'ann', text: 'hello' })));
+               const sent = ['hi', large];
+               const received = [];
+               socket.onopen = () => sent.forEach(message => socket.send(message));
+               socket.onmessage = event => {
+                 received.push(event.data);
+                 if (received.length === sent.length) {
+                   resolve({ extensions: socket.extensions, echoed: received.every((text, i) => text === sent[i]) });
+                 }
+               };
+               socket.onerror = () => reject(new Error('WebSocket error'));
+             })",
+        )
+        .await?;
+    assert_eq!(result["extensions"], "permessage-deflate", "{result}");
+    assert_eq!(result["echoed"], true, "{result}");
+    page.close().await
+}

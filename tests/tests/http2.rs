@@ -9,7 +9,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use wsplug_tests::{TestServer, example, guard, websocket_over_http2};
+use wsplug_tests::{TestServer, example, guard, websocket_over_http2, websocket_over_http2_with};
 
 /// A cleartext HTTP/2 client connection (prior knowledge) to `server`.
 async fn http2_client(server: &TestServer) -> anyhow::Result<http2::SendRequest<Empty<Bytes>>> {
@@ -38,5 +38,21 @@ async fn a_plain_http2_request_gets_400() -> anyhow::Result<()> {
     let request = Request::get(format!("http://{}/greeter", server.address)).body(Empty::<Bytes>::new())?;
     let response = guard(sender.send_request(request)).await??;
     assert_eq!(response.status(), 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn compression_is_negotiated_over_http2_as_over_http1() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/echo", example("echo"))]).await?;
+    let mut sender = http2_client(&server).await?;
+    let offer = [("sec-websocket-extensions", "permessage-deflate; client_max_window_bits")];
+    let url = format!("http://{}/echo", server.address);
+    let (mut socket, headers) = websocket_over_http2_with(&mut sender, &url, &offer).await?;
+    assert_eq!(headers["sec-websocket-extensions"], "permessage-deflate");
+    // Under the threshold, the echo comes back plain (this client cannot
+    // inflate).
+    socket.send(Message::text("Peter")).await?;
+    let reply = guard(futures_util::StreamExt::next(&mut socket)).await?;
+    assert_eq!(reply.transpose()?, Some(Message::text("Peter")));
     Ok(())
 }

@@ -95,7 +95,7 @@ async fn a_guest_that_traps_in_the_middle_of_a_streamed_reply_closes_with_1011()
     let server = TestServer::start(&[("/stepwise", test_guest("stepwise"))]).await?;
     let mut client = RawClient::connect(server.address, "/stepwise").await?;
     client.send_frame(true, 1, b"one").await?;
-    assert_eq!(client.read_frame().await?, RawFrame { fin: false, opcode: 1, payload: b"one".to_vec() });
+    assert_eq!(client.read_frame().await?, RawFrame { fin: false, rsv1: false, opcode: 1, payload: b"one".to_vec() });
     client.send_frame(true, 1, b"boom").await?;
     // The fragmented reply is cut short by the close frame (control frames
     // may come between fragments).

@@ -19,11 +19,17 @@ async fn a_streamed_reply_is_on_the_wire_before_the_guest_finishes_it() -> anyho
     // The guest writes each message as one chunk of a reply it ends only on
     // `end`: each frame must arrive while the reply is still open.
     client.send_frame(true, TEXT, b"one").await?;
-    assert_eq!(client.read_frame().await?, RawFrame { fin: false, opcode: TEXT, payload: b"one".to_vec() });
+    assert_eq!(
+        client.read_frame().await?,
+        RawFrame { fin: false, rsv1: false, opcode: TEXT, payload: b"one".to_vec() }
+    );
     client.send_frame(true, TEXT, b"two").await?;
-    assert_eq!(client.read_frame().await?, RawFrame { fin: false, opcode: CONTINUATION, payload: b"two".to_vec() });
+    assert_eq!(
+        client.read_frame().await?,
+        RawFrame { fin: false, rsv1: false, opcode: CONTINUATION, payload: b"two".to_vec() }
+    );
     client.send_frame(true, TEXT, b"end").await?;
-    assert_eq!(client.read_frame().await?, RawFrame { fin: true, opcode: CONTINUATION, payload: vec![] });
+    assert_eq!(client.read_frame().await?, RawFrame { fin: true, rsv1: false, opcode: CONTINUATION, payload: vec![] });
     Ok(())
 }
 

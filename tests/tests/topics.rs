@@ -120,15 +120,18 @@ async fn topic_messages_wait_until_a_streamed_reply_has_ended() -> anyhow::Resul
     let server = pubsub_server().await?;
     let mut client = RawClient::connect(server.address, "/pubsub").await?;
     client.send_frame(true, TEXT, b"join t").await?;
-    assert_eq!(client.read_frame().await?, RawFrame { fin: true, opcode: TEXT, payload: b"ok".to_vec() });
+    assert_eq!(client.read_frame().await?, RawFrame { fin: true, rsv1: false, opcode: TEXT, payload: b"ok".to_vec() });
     client.send_frame(true, TEXT, b"stream t").await?;
-    assert_eq!(client.read_frame().await?, RawFrame { fin: false, opcode: TEXT, payload: b"one ".to_vec() });
+    assert_eq!(
+        client.read_frame().await?,
+        RawFrame { fin: false, rsv1: false, opcode: TEXT, payload: b"one ".to_vec() }
+    );
     // The reply is open on the wire; now the guest publishes to `t`.
     client.send_frame(true, TEXT, b"go").await?;
-    let continuation = RawFrame { fin: false, opcode: CONTINUATION, payload: b"two three".to_vec() };
+    let continuation = RawFrame { fin: false, rsv1: false, opcode: CONTINUATION, payload: b"two three".to_vec() };
     assert_eq!(client.read_frame().await?, continuation);
-    assert_eq!(client.read_frame().await?, RawFrame { fin: true, opcode: CONTINUATION, payload: vec![] });
-    let published = RawFrame { fin: true, opcode: TEXT, payload: b"in the middle".to_vec() };
+    assert_eq!(client.read_frame().await?, RawFrame { fin: true, rsv1: false, opcode: CONTINUATION, payload: vec![] });
+    let published = RawFrame { fin: true, rsv1: false, opcode: TEXT, payload: b"in the middle".to_vec() };
     assert_eq!(client.read_frame().await?, published);
     Ok(())
 }

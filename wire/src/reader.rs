@@ -12,7 +12,15 @@
 //! chunks, failing as soon as invalid bytes arrive), close frame payloads,
 //! and the route's frame and message size limits (checked against a frame's
 //! declared length before any of its payload is read).
+//!
+//! With permessage-deflate negotiated, a message whose first frame has RSV1
+//! set is compressed: its payload is inflated as it arrives, at most a chunk
+//! at a time from at most a chunk of compressed input, and the message size
+//! limit applies to the inflated size as it grows (so a small frame that
+//! inflates without end is closed with 1009 after one chunk over the limit,
+//! never buffered). Text is checked for UTF-8 after inflation.
 
+use super::deflate::{DeflateParams, Inflater};
 use super::utf8::Utf8Validator;
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, Cursor};
@@ -91,6 +99,10 @@ fn invalid_utf8() -> ReadError {
     violation(CloseCode::Invalid, "invalid UTF-8 in a text message")
 }
 
+fn invalid_deflate() -> ReadError {
+    violation(CloseCode::Invalid, "compressed data that does not inflate")
+}
+
 /// The data frame whose payload is being passed on.
 #[derive(Debug)]
 struct OpenFrame {
@@ -104,10 +116,30 @@ struct OpenFrame {
 /// A message whose frames are being passed on.
 #[derive(Debug)]
 struct OpenMessage {
-    /// The bytes announced so far, against the message size limit.
+    /// The bytes announced so far (inflated so far, if compressed), against
+    /// the message size limit.
     size: u64,
     /// For a text message, its validation state.
     utf8: Option<Utf8Validator>,
+    /// For a compressed message, what waits to be inflated.
+    deflated: Option<Deflated>,
+}
+
+/// A compressed message's input not yet inflated.
+#[derive(Debug, Default)]
+struct Deflated {
+    /// Unmasked compressed bytes, at most a chunk's worth beyond what
+    /// inflation has caught up with.
+    input: BytesMut,
+    /// Its last frame is read and the tail added to `input`: once nothing
+    /// more comes out, the message is complete.
+    ended: bool,
+    /// The last inflation had room to spare: nothing more comes out without
+    /// more input.
+    drained: bool,
+    /// Inflated, not yet passed on (a first frame tried as a strict
+    /// message), at most a strict message's size.
+    inflated: BytesMut,
 }
 
 /// Reads frames from a client's byte stream (`R`).
@@ -121,12 +153,27 @@ pub struct FrameReader<R> {
     limits: ReadLimits,
     frame: Option<OpenFrame>,
     message: Option<OpenMessage>,
+    /// With permessage-deflate negotiated.
+    inflater: Option<Inflater>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of the frames on `io`.
     pub fn new(io: R, limits: ReadLimits) -> Self {
-        Self { io, buffer: BytesMut::new(), limits, frame: None, message: None }
+        Self { io, buffer: BytesMut::new(), limits, frame: None, message: None, inflater: None }
+    }
+
+    /// With permessage-deflate negotiated on `params`: messages whose first
+    /// frame has RSV1 set are compressed.
+    pub fn with_deflate(mut self, params: DeflateParams) -> Self {
+        self.inflater = Some(Inflater::new(params));
+        self
+    }
+
+    /// The byte stream, for what comes after the last frame read (what a
+    /// client sends after a violation, to be dropped).
+    pub fn into_inner(self) -> R {
+        self.io
     }
 
     /// Whether a message has started and not yet ended.
@@ -137,6 +184,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next thing the client sent.
     pub async fn next(&mut self) -> ReadResult<Event> {
         loop {
+            // A compressed message's input inflates before more is read.
+            if let Some(event) = self.inflate_next()? {
+                return Ok(event);
+            }
             if self.frame.is_some() {
                 if let Some(event) = self.next_chunk().await? {
                     return Ok(event);
@@ -159,6 +210,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if !is_final {
                 return Ok(None);
             }
+            let message = self.message.as_mut().expect("a data frame belongs to a message");
+            if let Some(deflated) = &mut message.deflated {
+                deflated.input.extend_from_slice(Inflater::message_tail());
+                deflated.ended = true;
+                deflated.drained = false;
+                return Ok(None);
+            }
             let message = self.message.take().expect("a data frame belongs to a message");
             if message.utf8.is_some_and(|utf8| utf8.finish().is_err()) {
                 return Err(invalid_utf8());
@@ -176,6 +234,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         frame.offset += count;
         frame.remaining -= count as u64;
         let message = self.message.as_mut().expect("a data frame belongs to a message");
+        if let Some(deflated) = &mut message.deflated {
+            deflated.input.extend_from_slice(&chunk);
+            return Ok(None);
+        }
         let chunk = match &mut message.utf8 {
             Some(utf8) => utf8.feed(chunk).map_err(|_| invalid_utf8())?,
             None => chunk.freeze(),
@@ -203,8 +265,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// either reads the whole frame (control frames, small whole messages) or
     /// opens it for chunked reading.
     async fn start_frame(&mut self, header: FrameHeader, length: u64, header_size: usize) -> ReadResult<Option<Event>> {
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        if header.rsv2 || header.rsv3 || (header.rsv1 && self.inflater.is_none()) {
             return Err(protocol_error("reserved bits set without an extension"));
+        }
+        // RSV1 marks a compressed message on its first frame, and nowhere
+        // else (RFC 7692 section 6).
+        let compressed = header.rsv1;
+        if compressed && !matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary)) {
+            return Err(protocol_error("RSV1 set on a control or continuation frame"));
         }
         let Some(mask) = header.mask else {
             return Err(protocol_error("unmasked frame from the client"));
@@ -234,6 +302,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     (Data::Binary, None) => Some(false),
                     (Data::Reserved(_), _) => unreachable!("FrameHeader::parse rejects reserved opcodes"),
                 };
+                let compressed_message =
+                    compressed || self.message.as_ref().is_some_and(|message| message.deflated.is_some());
+                if compressed_message {
+                    return self.start_compressed_frame(header, text, length, header_size, mask).await;
+                }
                 let size = self.message.as_ref().map_or(0, |message| message.size) + length;
                 if size > self.limits.max_message_size as u64 {
                     return Err(violation(
@@ -256,7 +329,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.frame = Some(OpenFrame { remaining: length, mask, offset: 0, is_final: header.is_final });
                 match text {
                     Some(text) => {
-                        self.message = Some(OpenMessage { size, utf8: text.then(Utf8Validator::default) });
+                        self.message =
+                            Some(OpenMessage { size, utf8: text.then(Utf8Validator::default), deflated: None });
                         Ok(Some(Event::MessageStart { text }))
                     }
                     None => {
@@ -266,6 +340,108 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
             }
         }
+    }
+
+    /// Starts a frame of a compressed message: `text` is whether it starts a
+    /// text message (`None` for a continuation). A first frame that is the
+    /// whole message and small is inflated at once, and if it inflates to no
+    /// more than a strict message, it is one; anything else goes through
+    /// [`FrameReader::inflate_next`] a chunk at a time.
+    async fn start_compressed_frame(
+        &mut self,
+        header: FrameHeader,
+        text: Option<bool>,
+        length: u64,
+        header_size: usize,
+        mask: [u8; 4],
+    ) -> ReadResult<Option<Event>> {
+        let Some(text) = text else {
+            // A continuation: its payload is read into the message's input.
+            self.buffer.advance(header_size);
+            self.frame = Some(OpenFrame { remaining: length, mask, offset: 0, is_final: header.is_final });
+            return Ok(None);
+        };
+        let utf8 = text.then(Utf8Validator::default);
+        if !(header.is_final && length <= self.limits.strict_size as u64) {
+            self.buffer.advance(header_size);
+            self.frame = Some(OpenFrame { remaining: length, mask, offset: 0, is_final: header.is_final });
+            self.message = Some(OpenMessage { size: 0, utf8, deflated: Some(Deflated::default()) });
+            return Ok(Some(Event::MessageStart { text }));
+        }
+        let mut input = self.whole_payload(header_size, length, mask).await?;
+        input.extend_from_slice(Inflater::message_tail());
+        let strict = self.limits.strict_size.min(self.limits.max_message_size);
+        let inflater = self.inflater.as_mut().expect("compressed only when negotiated");
+        let inflated = inflater.inflate(&mut input, strict + 1).map_err(|_| invalid_deflate())?;
+        // Up to a strict message's size plus one byte: held until passed
+        // on, bounded like a strict message.
+        if inflated.len() <= strict {
+            inflater.end_message();
+            return Ok(Some(if text {
+                Event::Text(String::from_utf8(inflated.into()).map_err(|_| invalid_utf8())?)
+            } else {
+                Event::Binary(inflated.freeze())
+            }));
+        }
+        // Larger than a strict message: streamed, starting with what is
+        // inflated already.
+        let deflated = Deflated { input, ended: true, drained: false, inflated };
+        self.message = Some(OpenMessage { size: 0, utf8, deflated: Some(deflated) });
+        Ok(Some(Event::MessageStart { text }))
+    }
+
+    /// The next piece of the open compressed message, if any is ready: a
+    /// chunk inflated from the input at hand, or the message's end once its
+    /// last frame is read and nothing more comes out.
+    fn inflate_next(&mut self) -> ReadResult<Option<Event>> {
+        let Some(message) = self.message.as_mut() else { return Ok(None) };
+        let Some(deflated) = message.deflated.as_mut() else { return Ok(None) };
+        let ended = deflated.ended;
+        let inflater = self.inflater.as_mut().expect("compressed only when negotiated");
+        let inflated = if !deflated.inflated.is_empty() {
+            let take = deflated.inflated.len().min(self.limits.chunk_size);
+            deflated.inflated.split_to(take)
+        } else if deflated.drained && deflated.input.is_empty() {
+            BytesMut::new()
+        } else {
+            let inflated =
+                inflater.inflate(&mut deflated.input, self.limits.chunk_size).map_err(|_| invalid_deflate())?;
+            deflated.drained = inflated.len() < self.limits.chunk_size;
+            inflated
+        };
+        if inflated.is_empty() {
+            if !ended {
+                return Ok(None);
+            }
+            let message = self.message.take().expect("checked above");
+            inflater.end_message();
+            if message.utf8.is_some_and(|utf8| utf8.finish().is_err()) {
+                return Err(invalid_utf8());
+            }
+            return Ok(Some(Event::MessageEnd));
+        }
+        let mut message = self.message.take().expect("checked above");
+        let chunk = self.checked_chunk(&mut message, inflated);
+        self.message = Some(message);
+        Ok(chunk?.map(Event::Chunk))
+    }
+
+    /// An inflated piece of `message`, counted against the message size
+    /// limit and, for text, checked for UTF-8 (whole characters only, the
+    /// rest kept for the next piece; `None` if that leaves nothing).
+    fn checked_chunk(&self, message: &mut OpenMessage, inflated: BytesMut) -> ReadResult<Option<Bytes>> {
+        message.size += inflated.len() as u64;
+        if message.size > self.limits.max_message_size as u64 {
+            return Err(violation(
+                CloseCode::Size,
+                format!("message inflating to more than {} bytes, over the limit", message.size),
+            ));
+        }
+        let chunk = match &mut message.utf8 {
+            Some(utf8) => utf8.feed(inflated).map_err(|_| invalid_utf8())?,
+            None => inflated.freeze(),
+        };
+        Ok((!chunk.is_empty()).then_some(chunk))
     }
 
     /// Waits until the frame whose header starts the buffer is there whole,
@@ -345,8 +521,13 @@ mod tests {
 
     /// A frame as a client sends it: masked.
     fn client_frame(opcode: OpCode, is_final: bool, payload: &[u8]) -> Vec<u8> {
+        client_frame_rsv1(opcode, is_final, false, payload)
+    }
+
+    /// A frame as a client sends it, with RSV1 (compressed) as given.
+    fn client_frame_rsv1(opcode: OpCode, is_final: bool, rsv1: bool, payload: &[u8]) -> Vec<u8> {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let header = FrameHeader { is_final, opcode, mask: Some(mask), ..FrameHeader::default() };
+        let header = FrameHeader { is_final, rsv1, opcode, mask: Some(mask), ..FrameHeader::default() };
         let mut bytes = Vec::new();
         header.format(payload.len() as u64, &mut bytes).unwrap();
         let start = bytes.len();
@@ -363,7 +544,98 @@ mod tests {
 
     /// Everything a reader makes of `bytes`, up to the first error.
     async fn read_all(bytes: Vec<u8>) -> (Vec<Event>, ReadError) {
-        let mut reader = FrameReader::new(&bytes[..], LIMITS);
+        read_all_from(FrameReader::new(&bytes[..], LIMITS)).await
+    }
+
+    const DEFLATE: DeflateParams = DeflateParams { client_no_context_takeover: false, server_max_window_bits: 15 };
+
+    /// Everything a reader with permessage-deflate makes of `bytes`.
+    async fn read_all_deflated(bytes: Vec<u8>, limits: ReadLimits) -> (Vec<Event>, ReadError) {
+        read_all_from(FrameReader::new(&bytes[..], limits).with_deflate(DEFLATE)).await
+    }
+
+    /// A message compressed as a client would, in frames of these sizes of
+    /// compressed payload (the rest in the last).
+    fn compressed_message(opcode: OpCode, payload: &[u8], frame_sizes: &[usize]) -> Vec<u8> {
+        let mut compressed = crate::deflate::Deflater::new(DEFLATE).deflate(payload, true);
+        let mut bytes = Vec::new();
+        let mut first = true;
+        for size in frame_sizes {
+            let rest = compressed.split_off(*size);
+            bytes.extend(client_frame_rsv1(if first { opcode } else { CONTINUE }, false, first, &compressed));
+            compressed = rest;
+            first = false;
+        }
+        bytes.extend(client_frame_rsv1(if first { opcode } else { CONTINUE }, true, first, &compressed));
+        bytes
+    }
+
+    /// The text of a streamed message's events, checked for their order.
+    fn streamed_text(events: &[Event]) -> String {
+        assert_eq!(events.first(), Some(&Event::MessageStart { text: true }), "{events:?}");
+        assert_eq!(events.last(), Some(&Event::MessageEnd), "{events:?}");
+        let mut text = String::new();
+        for event in &events[1..events.len() - 1] {
+            let Event::Chunk(chunk) = event else { panic!("unexpected {event:?}") };
+            assert!(chunk.len() <= LIMITS.chunk_size + 3, "a chunk of {}", chunk.len());
+            text.push_str(std::str::from_utf8(chunk).unwrap());
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn compressed_messages_are_inflated_strict_when_small_and_streamed_otherwise() {
+        let mut bytes = compressed_message(TEXT, b"Peter", &[]);
+        bytes.extend(client_frame(TEXT, true, b"plain"));
+        bytes.extend(compressed_message(BINARY, &[7; 40], &[]));
+        let (events, end) = read_all_deflated(bytes, LIMITS).await;
+        assert_eq!(
+            events,
+            [Event::Text("Peter".into()), Event::Text("plain".into()), Event::Binary(Bytes::from(vec![7; 40]))]
+        );
+        assert!(matches!(end, ReadError::Lost(None)));
+
+        // Over the strict size, in one small frame or in three.
+        let text = "Grüße aus Köln! ".repeat(20);
+        for frames in [&[][..], &[3, 5][..]] {
+            let (events, _) = read_all_deflated(compressed_message(TEXT, text.as_bytes(), frames), LIMITS).await;
+            assert_eq!(streamed_text(&events), text, "{frames:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compressed_message_that_inflates_past_the_limit_is_closed_as_it_inflates() {
+        let limits = ReadLimits { max_message_size: 1000, ..LIMITS };
+        // 16 MiB of zeros: a few KiB compressed, in frames under the limit.
+        let bomb = compressed_message(BINARY, &vec![0; 16 << 20], &[500, 500, 500]);
+        assert!(bomb.len() < 64 * 1024);
+        let (events, end) = read_all_deflated(bomb, limits).await;
+        assert_eq!(close_code(end), 1009);
+        let inflated: usize =
+            events.iter().map(|event| if let Event::Chunk(chunk) = event { chunk.len() } else { 0 }).sum();
+        assert!(inflated <= 1000, "{inflated} bytes passed on");
+    }
+
+    #[tokio::test]
+    async fn rsv1_is_only_for_the_first_frame_of_a_negotiated_compressed_message() {
+        let compressed = compressed_message(TEXT, b"Peter", &[]);
+        // Not negotiated.
+        assert_eq!(close_code(read_all(compressed.clone()).await.1), 1002);
+        // On a continuation, on a control frame.
+        let mut continuation = client_frame(TEXT, false, b"a");
+        continuation.extend(client_frame_rsv1(CONTINUE, true, true, b"b"));
+        let ping = client_frame_rsv1(PING, true, true, b"");
+        for bytes in [continuation, ping] {
+            assert_eq!(close_code(read_all_deflated(bytes, LIMITS).await.1), 1002);
+        }
+        // Not deflate data; invalid UTF-8 once inflated.
+        let garbage = client_frame_rsv1(BINARY, true, true, &[0xff; 8]);
+        assert_eq!(close_code(read_all_deflated(garbage, LIMITS).await.1), 1007);
+        let invalid = compressed_message(TEXT, b"caf\xc3", &[]);
+        assert_eq!(close_code(read_all_deflated(invalid, LIMITS).await.1), 1007);
+    }
+
+    async fn read_all_from(mut reader: FrameReader<&[u8]>) -> (Vec<Event>, ReadError) {
         let mut events = Vec::new();
         loop {
             match reader.next().await {

@@ -5,12 +5,18 @@
 //! its subscribers by [`frame`]) is queued as it is, without a copy, and the
 //! flush hands the buffer and the shared frames to the socket as one
 //! vectored write.
+//!
+//! With permessage-deflate negotiated, a whole message of at least the
+//! threshold and every fragmented message go out compressed (RSV1 on the
+//! first frame); a fragmented one is deflated fragment by fragment, each
+//! frame's payload sent as it is ready. Shared frames go out as they are.
 
+use super::deflate::{DeflateParams, Deflater};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 
 /// Queued bytes beyond which [`FrameWriter::wants_flush`] says so, even if
@@ -20,7 +26,7 @@ const FLUSH_SIZE: usize = 64 * 1024;
 /// A whole server frame (unmasked, final) of `payload`, ready to be shared.
 pub fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
     let mut buffer = BytesMut::new();
-    put_frame(&mut buffer, opcode, true, payload);
+    put_frame(&mut buffer, opcode, true, false, payload);
     buffer.freeze()
 }
 
@@ -34,8 +40,8 @@ pub fn payload_length(frame: &[u8]) -> usize {
     frame.len().saturating_sub(header)
 }
 
-fn put_frame(buffer: &mut BytesMut, opcode: OpCode, is_final: bool, payload: &[u8]) {
-    let header = FrameHeader { is_final, opcode, ..FrameHeader::default() };
+fn put_frame(buffer: &mut BytesMut, opcode: OpCode, is_final: bool, rsv1: bool, payload: &[u8]) {
+    let header = FrameHeader { is_final, rsv1, opcode, ..FrameHeader::default() };
     let length = payload.len() as u64;
     buffer.reserve(header.len(length) + payload.len());
     header.format(length, &mut buffer.writer()).expect("writing to memory does not fail");
@@ -51,17 +57,54 @@ pub struct FrameWriter<W> {
     /// Shared frames, and the buffer's earlier contents, in order; empty
     /// unless a shared frame was queued.
     shared: Segments,
+    /// With permessage-deflate negotiated.
+    compression: Option<Compression>,
+}
+
+/// The sending side of permessage-deflate.
+#[derive(Debug)]
+struct Compression {
+    deflater: Deflater,
+    /// Whole messages smaller than this go out uncompressed.
+    threshold: usize,
+    /// A fragmented message is open, and compressed.
+    open: bool,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// A writer of frames to `io`.
     pub fn new(io: W) -> Self {
-        Self { io, buffer: BytesMut::new(), shared: Segments::default() }
+        Self { io, buffer: BytesMut::new(), shared: Segments::default(), compression: None }
     }
 
-    /// Queues one frame. Server frames are not masked.
+    /// With permessage-deflate negotiated on `params`: whole messages of at
+    /// least `threshold` bytes, and fragmented ones, are compressed.
+    pub fn with_deflate(mut self, params: DeflateParams, threshold: usize) -> Self {
+        self.compression = Some(Compression { deflater: Deflater::new(params), threshold, open: false });
+        self
+    }
+
+    /// Queues one frame as it is (a control frame, or data uncompressed).
+    /// Server frames are not masked.
     pub fn queue(&mut self, opcode: OpCode, is_final: bool, payload: &[u8]) {
-        put_frame(&mut self.buffer, opcode, is_final, payload);
+        put_frame(&mut self.buffer, opcode, is_final, false, payload);
+    }
+
+    /// Queues a frame of a message: a whole one (`is_final` with a text or
+    /// binary opcode), or a fragment. Compressed if permessage-deflate says
+    /// so (see the module's documentation).
+    pub fn queue_data(&mut self, opcode: OpCode, is_final: bool, payload: &[u8]) {
+        let Some(compression) = &mut self.compression else {
+            return self.queue(opcode, is_final, payload);
+        };
+        let first = matches!(opcode, OpCode::Data(Data::Text | Data::Binary));
+        let compress = if first { !is_final || payload.len() >= compression.threshold } else { compression.open };
+        if !compress {
+            return self.queue(opcode, is_final, payload);
+        }
+        compression.open = !is_final;
+        let deflated = compression.deflater.deflate(payload, is_final);
+        put_frame(&mut self.buffer, opcode, is_final, first, &deflated);
     }
 
     /// Queues a whole frame made by [`frame`], without copying it.
@@ -161,7 +204,7 @@ impl Buf for Segments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
+    use crate::deflate::Inflater;
 
     #[tokio::test]
     async fn shared_frames_go_out_in_the_order_they_were_queued() {
@@ -173,9 +216,9 @@ mod tests {
         writer.queue_frame(shared.clone());
         writer.flush().await.unwrap();
         let mut expected = BytesMut::new();
-        put_frame(&mut expected, OpCode::Data(Data::Text), true, b"one");
+        put_frame(&mut expected, OpCode::Data(Data::Text), true, false, b"one");
         expected.extend_from_slice(&shared);
-        put_frame(&mut expected, OpCode::Data(Data::Binary), true, b"two");
+        put_frame(&mut expected, OpCode::Data(Data::Binary), true, false, b"two");
         expected.extend_from_slice(&shared);
         assert_eq!(writer.io, expected);
         // The shared frame's bytes were not copied into the writer.
@@ -183,5 +226,51 @@ mod tests {
         for size in [0, 125, 126, 65535, 65536] {
             assert_eq!(payload_length(&frame(OpCode::Data(Data::Binary), &vec![0; size])), size);
         }
+    }
+
+    /// The frames in `bytes`: RSV1, opcode, fin and payload.
+    fn frames(mut bytes: &[u8]) -> Vec<(bool, OpCode, bool, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let mut cursor = std::io::Cursor::new(bytes);
+            let (header, length) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            let start = cursor.position() as usize;
+            let end = start + length as usize;
+            frames.push((header.rsv1, header.opcode, header.is_final, bytes[start..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        frames
+    }
+
+    fn inflate(payload: &[u8]) -> Vec<u8> {
+        let params = DeflateParams { client_no_context_takeover: true, server_max_window_bits: 15 };
+        let mut input = BytesMut::from(payload);
+        input.extend_from_slice(Inflater::message_tail());
+        Inflater::new(params).inflate(&mut input, 1 << 20).unwrap().to_vec()
+    }
+
+    #[tokio::test]
+    async fn messages_over_the_threshold_and_fragmented_ones_go_out_compressed() {
+        let params = DeflateParams { client_no_context_takeover: false, server_max_window_bits: 10 };
+        let mut writer = FrameWriter::new(Vec::new()).with_deflate(params, 16);
+        let long = "a message long enough to be worth it ".repeat(4);
+        writer.queue_data(OpCode::Data(Data::Text), true, b"short");
+        writer.queue_data(OpCode::Data(Data::Text), true, long.as_bytes());
+        writer.queue_data(OpCode::Data(Data::Binary), false, b"frag");
+        writer.queue(OpCode::Control(Control::Ping), true, b"");
+        writer.queue_data(OpCode::Data(Data::Continue), false, b"ment");
+        writer.queue_data(OpCode::Data(Data::Continue), true, b"");
+        writer.flush().await.unwrap();
+        let frames = frames(&writer.io);
+        assert_eq!(frames.len(), 6);
+        assert_eq!(frames[0], (false, OpCode::Data(Data::Text), true, b"short".to_vec()));
+        let (rsv1, _, _, payload) = &frames[1];
+        assert!(*rsv1 && payload.len() < long.len());
+        assert_eq!(inflate(payload), long.as_bytes());
+        let rsv1s: Vec<bool> = frames[2..].iter().map(|frame| frame.0).collect();
+        assert_eq!(rsv1s, [true, false, false, false]);
+        let fragments: Vec<u8> =
+            [&frames[2], &frames[4], &frames[5]].iter().flat_map(|frame| frame.3.clone()).collect();
+        assert_eq!(inflate(&fragments), b"fragment");
     }
 }

@@ -9,7 +9,7 @@ use super::handshake::{self, Verdict};
 use super::static_files::StaticFiles;
 use super::upgrade::{self, Rejection, text_response};
 use crate::config::{Config, InstanceMode, RouteConfig};
-use crate::connection::{self, Session};
+use crate::connection::{self, Compression, Session};
 use crate::metrics::{Metrics, Refused};
 use crate::topics::{Broker, Budget, SlowSubscriber, TopicCounters, TopicsCtx, queue};
 use crate::wasm::bindings::ConnectionInfo;
@@ -40,6 +40,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wasmtime::PoolConcurrencyLimitError;
+use wsplug_wire::DeflateParams;
 use wsplug_wire::ReadLimits;
 
 /// How much of a rejected request's body is read and discarded so that the
@@ -430,6 +431,13 @@ impl App {
             }
         };
         metrics.accepted(path, instantiation);
+        let deflate = route.config.compression.then(|| negotiate_deflate(request.headers())).flatten().map(
+            |(params, accepted)| {
+                let value = header::HeaderValue::from_str(&accepted).expect("made of the offer's tokens");
+                response.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+                Compression { params, threshold: route.config.compression_threshold }
+            },
+        );
         let session = Session {
             id,
             guest,
@@ -449,6 +457,7 @@ impl App {
                 strict_size: STRICT_MESSAGE_LIMIT,
                 chunk_size: CHUNK_SIZE,
             },
+            deflate,
         };
         // The upgrade resolves only once the response has been sent, so wait
         // for it in a task of its own.
@@ -598,6 +607,13 @@ impl Server {
             tracing::warn!("some connections were still open at the end of the shutdown grace period");
         }
     }
+}
+
+/// permessage-deflate, if the client offers it in a form the host accepts:
+/// its terms and the `Sec-WebSocket-Extensions` value that accepts them.
+fn negotiate_deflate(headers: &header::HeaderMap) -> Option<(DeflateParams, String)> {
+    let offers = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).into_iter().filter_map(|value| value.to_str().ok());
+    wsplug_wire::negotiate(offers)
 }
 
 /// The connections the host takes: `max-connections`, or fewer if the
