@@ -54,7 +54,7 @@ impl TestApp {
 
     /// Starts a WebSocket upgrade request to `path` (which may carry a query).
     pub fn websocket(&self, path: &str) -> WsRequest<'_> {
-        WsRequest { app: self, path: path.to_owned(), protocols: Vec::new(), headers: Vec::new() }
+        WsRequest { app: self, path: path.to_owned(), protocols: Vec::new(), headers: Vec::new(), compression: false }
     }
 
     /// Connects to `path` and returns the probe; panics if the upgrade is
@@ -86,6 +86,12 @@ impl TestApp {
     }
 }
 
+/// What the probe's WebSocket runs on: the upgraded connection, or the
+/// compression pumps in front of it.
+pub(crate) trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Transport for T {}
+
 /// An answer to a plain HTTP request.
 #[derive(Debug)]
 pub struct HttpResponse {
@@ -103,6 +109,7 @@ pub struct WsRequest<'a> {
     path: String,
     protocols: Vec<String>,
     headers: Vec<(String, String)>,
+    compression: bool,
 }
 
 impl WsRequest<'_> {
@@ -110,6 +117,14 @@ impl WsRequest<'_> {
     /// protocol, in order of preference.
     pub fn protocol(mut self, protocol: &str) -> Self {
         self.protocols.push(protocol.to_owned());
+        self
+    }
+
+    /// Offers permessage-deflate, as browsers do. If the app accepts it, every
+    /// message the probe sends goes out compressed, and the app's compressed
+    /// messages are inflated before the probe sees them.
+    pub fn compression(mut self) -> Self {
+        self.compression = true;
         self
     }
 
@@ -141,6 +156,9 @@ impl WsRequest<'_> {
         for (name, value) in &self.headers {
             request = request.header(name.as_str(), value.as_str());
         }
+        if self.compression {
+            request = request.header(header::SEC_WEBSOCKET_EXTENSIONS, "permessage-deflate; client_max_window_bits");
+        }
         let (response, upgraded) = self.app.exchange(request.body(Empty::new())?).await?;
         let probe = match upgraded {
             Some(upgraded) => {
@@ -149,7 +167,14 @@ impl WsRequest<'_> {
                     accept.map(HeaderValue::as_bytes) == Some(derive_accept_key(KEY.as_bytes()).as_bytes()),
                     "101 with a wrong Sec-WebSocket-Accept: {accept:?}"
                 );
-                Some(WsProbe::new(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await))
+                let accepted = response.headers.get(header::SEC_WEBSOCKET_EXTENSIONS);
+                let compressed = accepted.is_some_and(|value| value.as_bytes().starts_with(b"permessage-deflate"));
+                let io: Box<dyn Transport> = if compressed {
+                    Box::new(crate::compression::compressing(TokioIo::new(upgraded)))
+                } else {
+                    Box::new(TokioIo::new(upgraded))
+                };
+                Some(WsProbe::new(WebSocketStream::from_raw_socket(io, Role::Client, None).await))
             }
             None => None,
         };

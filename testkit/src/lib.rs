@@ -4,7 +4,9 @@
 //! A [`TestApp`] serves routes to components exactly as `wsplug serve` does
 //! (the same routing, handshake, WebSocket framing and WIT streaming), but
 //! each request travels over an in-memory duplex pipe instead of a TCP
-//! socket. A [`WsProbe`] is the client side of one accepted connection.
+//! socket. A [`WsProbe`] is the client side of one accepted connection;
+//! with [`WsRequest::compression`] it talks permessage-deflate, as browsers
+//! do.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -26,6 +28,7 @@
 //! [`WsProbe::with_timeout`]).
 
 mod app;
+mod compression;
 mod probe;
 
 pub use app::{HttpResponse, TestApp, WsRequest, WsResponse};

@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::pin;
@@ -50,7 +49,7 @@ impl fmt::Display for Event {
     }
 }
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Socket = WebSocketStream<Box<dyn crate::app::Transport>>;
 
 /// The client side of an accepted connection.
 pub struct WsProbe {

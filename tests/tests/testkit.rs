@@ -129,3 +129,23 @@ async fn the_handler_decides_the_handshake() {
     assert_eq!(misbehaving.status().as_u16(), 500);
     assert_eq!(misbehaving.subprotocol(), None);
 }
+
+#[tokio::test]
+async fn a_probe_that_offers_compression_gets_it_and_talks_through_it() {
+    let app = TestApp::new([("/greeter", example("greeter")), ("/echo", example("echo"))]).unwrap();
+    let response = app.websocket("/greeter").compression().send().await;
+    assert_eq!(response.header("sec-websocket-extensions"), Some("permessage-deflate"));
+    // The greeter's replies are streamed, which the host always compresses:
+    // the probe sees them inflated.
+    let mut probe = response.into_probe();
+    probe.send_text("Peter").await;
+    probe.expect_text("Hello Peter!").await;
+    probe.send_text_stream(&["Stre", "am"], Duration::from_millis(20)).await;
+    probe.expect_text("Hello Stream!").await;
+    let mut echo = app.websocket("/echo").compression().send().await.into_probe();
+    let large: Vec<u8> = (0..300 * 1024).map(|i| (i % 7) as u8).collect();
+    echo.send_binary(&large).await;
+    assert_eq!(echo.expect_message().await, Received::Binary(large));
+    echo.send_text("small").await;
+    echo.expect_text("small").await;
+}
