@@ -325,8 +325,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         Event::Binary(payload.freeze())
                     }));
                 }
-                self.buffer.advance(header_size);
-                self.frame = Some(OpenFrame { remaining: length, mask, offset: 0, is_final: header.is_final });
+                self.open_frame(header_size, length, mask, header.is_final);
                 match text {
                     Some(text) => {
                         self.message =
@@ -340,6 +339,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
             }
         }
+    }
+
+    /// Takes the header that starts the buffer out, and opens its frame for
+    /// its payload to be read a chunk at a time.
+    fn open_frame(&mut self, header_size: usize, length: u64, mask: [u8; 4], is_final: bool) {
+        self.buffer.advance(header_size);
+        self.frame = Some(OpenFrame { remaining: length, mask, offset: 0, is_final });
     }
 
     /// Starts a frame of a compressed message: `text` is whether it starts a
@@ -357,14 +363,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ) -> ReadResult<Option<Event>> {
         let Some(text) = text else {
             // A continuation: its payload is read into the message's input.
-            self.buffer.advance(header_size);
-            self.frame = Some(OpenFrame { remaining: length, mask, offset: 0, is_final: header.is_final });
+            self.open_frame(header_size, length, mask, header.is_final);
             return Ok(None);
         };
         let utf8 = text.then(Utf8Validator::default);
         if !(header.is_final && length <= self.limits.strict_size as u64) {
-            self.buffer.advance(header_size);
-            self.frame = Some(OpenFrame { remaining: length, mask, offset: 0, is_final: header.is_final });
+            self.open_frame(header_size, length, mask, header.is_final);
             self.message = Some(OpenMessage { size: 0, utf8, deflated: Some(Deflated::default()) });
             return Ok(Some(Event::MessageStart { text }));
         }

@@ -39,7 +39,8 @@ const RESERVED_HEADERS: [HeaderName; 8] = [
 /// Decides a valid upgrade request with the guest that will serve it.
 pub async fn decide<B>(guest: &mut Guest, request: &Request<B>, route_protocols: &[String], id: u64) -> Verdict {
     let offered = upgrade::offered_protocols(request.headers());
-    let handshake_request = HandshakeRequest {
+    // Copied out of the request only for a handler that decides.
+    let handshake_request = || HandshakeRequest {
         path: request.uri().path().to_owned(),
         query: request.uri().query().map(str::to_owned),
         headers: upgrade::header_pairs(request.headers()),

@@ -369,9 +369,14 @@ pub struct GuestInstance {
 }
 
 impl GuestInstance {
-    /// The handler's decision on `request`, if it exports `handshake`.
-    pub(crate) async fn decide(&mut self, request: HandshakeRequest) -> wasmtime::Result<Option<Decision>> {
+    /// The handler's decision on `request` (made only if it is needed), if
+    /// it exports `handshake`.
+    pub(crate) async fn decide(
+        &mut self,
+        request: impl FnOnce() -> HandshakeRequest,
+    ) -> wasmtime::Result<Option<Decision>> {
         let Some(handshake) = &self.handshake else { return Ok(None) };
+        let request = request();
         let decision = self
             .store
             .run_concurrent(async |accessor| {
@@ -392,8 +397,12 @@ pub enum Guest {
 }
 
 impl Guest {
-    /// The handler's decision on `request`, if it exports `handshake`.
-    pub(crate) async fn decide(&mut self, request: HandshakeRequest) -> wasmtime::Result<Option<Decision>> {
+    /// The handler's decision on `request` (made only if it is needed), if
+    /// it exports `handshake`.
+    pub(crate) async fn decide(
+        &mut self,
+        request: impl FnOnce() -> HandshakeRequest,
+    ) -> wasmtime::Result<Option<Decision>> {
         match self {
             Guest::Own(instance) => instance.decide(request).await,
             Guest::Shared(lease) => lease.decide(request).await,

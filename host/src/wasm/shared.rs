@@ -114,13 +114,17 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The handler's decision on `request`, if it exports `handshake`.
-    pub(crate) async fn decide(&self, request: HandshakeRequest) -> wasmtime::Result<Option<Decision>> {
+    /// The handler's decision on `request` (made only if it is needed), if
+    /// it exports `handshake`.
+    pub(crate) async fn decide(
+        &self,
+        request: impl FnOnce() -> HandshakeRequest,
+    ) -> wasmtime::Result<Option<Decision>> {
         if !self.handshake {
             return Ok(None);
         }
         let (answer, answered) = oneshot::channel();
-        if self.instance.requests.send(Request::Decide { request, answer }).is_ok()
+        if self.instance.requests.send(Request::Decide { request: request(), answer }).is_ok()
             && let Ok(decision) = answered.await
         {
             return Ok(decision);
