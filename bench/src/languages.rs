@@ -56,7 +56,7 @@ pub async fn report() -> anyhow::Result<()> {
         // be reused and hide what connections cost.
         let route = format!("[[route]]\npath = \"/greeter\"\ncomponent = {component:?}\ninstance = \"{mode}\"\n");
         let server = Server::wsplug_serving(&route, false)?;
-        let target = Target { name: "greeter", url: server.url("/greeter"), reply_overhead: 7 };
+        let target = Target { name: "greeter", url: server.url("/greeter"), pid: server.pid(), reply_overhead: 7 };
         // One connection first: a shared instance starts with it and is not
         // counted against the connections measured.
         let (first, _) = tokio_tungstenite::connect_async(target.url.as_str()).await?;

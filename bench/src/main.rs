@@ -60,12 +60,14 @@ fn setting(name: &str, default: usize) -> usize {
 struct Target {
     name: &'static str,
     url: String,
+    /// The server's process, whose CPU time is measured.
+    pid: u32,
     /// What the server answers to `payload` is this much longer.
     reply_overhead: usize,
 }
 
 /// Whether the run includes `section` (`echo`, `languages`, `compression`,
-/// `fanout`):
+/// `fanout`; `throughput` is the first table of `echo` alone):
 /// `WSPLUG_BENCH_SECTIONS` lists them, comma-separated; all by default.
 fn section(name: &str) -> bool {
     std::env::var("WSPLUG_BENCH_SECTIONS")
@@ -75,8 +77,8 @@ fn section(name: &str) -> bool {
 async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
     println!("machine: {} cores; client and servers on 127.0.0.1", std::thread::available_parallelism()?.get());
     println!();
-    if section("echo") {
-        echo(idle_connections, in_flight).await?;
+    if section("echo") || section("throughput") {
+        echo(idle_connections, in_flight, section("echo")).await?;
     }
     if section("languages") {
         languages::report().await?;
@@ -91,37 +93,43 @@ async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
 }
 
 /// Echo and greeter against the native server and the peers: throughput,
-/// setup, idle memory, one large message.
-async fn echo(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
+/// then (if `all`) setup, idle memory, one large message.
+async fn echo(idle_connections: usize, in_flight: usize, all: bool) -> anyhow::Result<()> {
     let native = Server::native().await?;
     let wsplug = Server::wsplug().await?;
     let targets = [
-        Target { name: "native tokio-tungstenite echo", url: native.url("/"), reply_overhead: 0 },
-        Target { name: "wsplug + echo component", url: wsplug.url("/echo"), reply_overhead: 0 },
-        Target { name: "wsplug + greeter component", url: wsplug.url("/greeter"), reply_overhead: 7 },
+        Target { name: "native tokio-tungstenite echo", url: native.url("/"), pid: native.pid(), reply_overhead: 0 },
+        Target { name: "wsplug + echo component", url: wsplug.url("/echo"), pid: wsplug.pid(), reply_overhead: 0 },
+        Target {
+            name: "wsplug + greeter component",
+            url: wsplug.url("/greeter"),
+            pid: wsplug.pid(),
+            reply_overhead: 7,
+        },
     ];
     let node = Server::peer("node", "echo-node.mjs").await;
     let bun = Server::peer("node_modules/.bin/bun", "echo-bun.js").await;
     let mut peers = Vec::new();
     for (name, server) in [("Node ws echo", &node), ("Bun echo", &bun)] {
         match server {
-            Some(server) => peers.push(Target { name, url: server.url("/"), reply_overhead: 0 }),
+            Some(server) => peers.push(Target { name, url: server.url("/"), pid: server.pid(), reply_overhead: 0 }),
             None => println!("({name}: not installed in bench/peers, left out)"),
         }
     }
-    println!("| scenario | server | msg/s | ratio | p50 µs | p90 µs | p99 µs | p99.9 µs |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| scenario | server | msg/s | ratio | server CPU µs/msg | p50 µs | p90 µs | p99 µs | p99.9 µs |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (connections, size) in [(64, 32), (64, 16 * 1024)] {
         let mut baseline = None;
         for target in targets.iter().chain(&peers) {
             let result = throughput(target, connections, size, in_flight).await.with_context(|| target.name)?;
             let base = *baseline.get_or_insert(result.rate);
             println!(
-                "| {connections} conns × {} × {in_flight} in flight | {} | {:.0} | {:.2} | {} | {} | {} | {} |",
+                "| {connections} conns × {} × {in_flight} in flight | {} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {} |",
                 human_size(size),
                 target.name,
                 result.rate,
                 result.rate / base,
+                result.cpu_per_message.as_secs_f64() * 1e6,
                 result.latency.value_at_quantile(0.5),
                 result.latency.value_at_quantile(0.9),
                 result.latency.value_at_quantile(0.99),
@@ -130,6 +138,9 @@ async fn echo(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
         }
     }
     println!();
+    if !all {
+        return Ok(());
+    }
     println!("| scenario | server | result | ratio |");
     println!("|---|---|---|---|");
     let mut baseline = None;
@@ -209,6 +220,10 @@ async fn large_message(target: &Target, server: &Server, size: usize) -> anyhow:
 
 struct Throughput {
     rate: f64,
+    /// The server's CPU time (user and system, all threads) per message
+    /// while measured: what a message costs it, whatever the client gets of
+    /// the machine.
+    cpu_per_message: Duration,
     latency: Histogram<u64>,
 }
 
@@ -247,6 +262,13 @@ async fn throughput(target: &Target, connections: usize, size: usize, in_flight:
             anyhow::Ok((count, latency))
         }));
     }
+    let pid = target.pid;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = servers::cpu_time(pid)?;
+        tokio::time::sleep_until(end.into()).await;
+        anyhow::Ok(servers::cpu_time(pid)? - before)
+    });
     let mut total = 0;
     let mut latency = Histogram::<u64>::new(3)?;
     for task in tasks {
@@ -254,7 +276,8 @@ async fn throughput(target: &Target, connections: usize, size: usize, in_flight:
         total += count;
         latency.add(histogram)?;
     }
-    Ok(Throughput { rate: total as f64 / MEASURE.as_secs_f64(), latency })
+    let cpu_per_message = cpu.await?? / u32::try_from(total.max(1))?;
+    Ok(Throughput { rate: total as f64 / MEASURE.as_secs_f64(), cpu_per_message, latency })
 }
 
 /// Connections per second, each opened, used for one message and closed.

@@ -177,6 +177,11 @@ impl Server {
         self.admin.as_deref().unwrap_or(&self.address)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server process's resident memory, in bytes (a peer's too:
     /// `node_modules/.bin/bun` is the Bun executable itself).
     pub fn resident_bytes(&self) -> anyhow::Result<u64> {
@@ -225,4 +230,22 @@ fn lines_with(output: impl std::io::Read + Send + 'static, markers: &[&str]) -> 
 fn address_in(line: &str, scheme: &str) -> anyhow::Result<String> {
     let url = line.split_whitespace().find(|word| word.starts_with(scheme)).context("no URL")?;
     Ok(url.trim_start_matches(scheme).split('/').next().context("no address")?.to_owned())
+}
+
+/// The CPU time process `pid` has used so far, its threads' user and
+/// system time together.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count from its `)`.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').context("no command name in /proc/PID/stat")?.1.split_whitespace().collect();
+    // utime and stime, fields 14 and 15, in clock ticks.
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("short /proc/PID/stat")?
+        .iter()
+        .map(|field| field.parse::<u64>())
+        .sum::<Result<_, _>>()?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }

@@ -22,6 +22,7 @@
 //! event loop are futures joined together, with no task per message. The
 //! bounded channels are the backpressure in both directions.
 
+use crate::busy::{Busy, Tracked};
 use crate::http::edge::TokenBucket;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::topics::queue;
@@ -175,8 +176,9 @@ where
     let path = info.path.clone();
     let close = {
         let call = Call { info, incoming: incoming_rx, closed: closed_rx, outgoing: outgoing_tx };
-        let mut guest = pin!(guest.serve(call));
-        let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx };
+        let guest = pin!(guest.serve(call));
+        let (mut guest, guest_busy) = Tracked::new(guest);
+        let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx, guest_busy };
         let mut write = pin!(write_client(&mut writer, sources, &activity, counted, ping_interval, idle_timeout));
         let mut guest_done = false;
         let mut write_done = false;
@@ -192,8 +194,15 @@ where
         // The deadline of the shutdown grace period, or of the guest's time to
         // finish after the client closed.
         let mut deadline = pin!(tokio::time::sleep(Duration::MAX / 4));
+        // Made once, not on every pass: each registers with its token.
+        let mut shutdown_begins = pin!(shutdown.cancelled());
+        let mut too_slow = pin!(topic_budget.too_slow());
         loop {
             let client_closes = tokio::select! {
+                // In the order a message goes: what the reader hands over
+                // the guest takes and answers, and the writer sends, all in
+                // one pass.
+                biased;
                 end = &mut read, if !read_done => {
                     read_done = true;
                     match end {
@@ -246,14 +255,14 @@ where
                         WriteEnd::Failed => break None,
                     }
                 }
-                () = shutdown.cancelled(), if !shutting_down && !client_closed && violation.is_none() => {
+                () = &mut shutdown_begins, if !shutting_down && !client_closed && violation.is_none() => {
                     // The reader has ended the guest's input; give the guest the
                     // grace period to finish its output.
                     shutting_down = true;
                     deadline.as_mut().reset(Instant::now() + shutdown_grace);
                     false
                 }
-                () = topic_budget.too_slow(), if !client_closed => {
+                () = &mut too_slow, if !client_closed => {
                     break Some(close_frame(CloseCode::Policy, "too slow for its topics"));
                 }
                 () = &mut deadline, if shutting_down || client_closed || violation.is_some() || output_ended => {
@@ -571,6 +580,9 @@ struct ToClient {
     topics: queue::Receiver<Bytes>,
     /// The guest's messages.
     guest: mpsc::Receiver<GuestMessage>,
+    /// Whether the guest is in the middle of something (then more of its
+    /// output may come in the task's next pass).
+    guest_busy: Busy,
 }
 
 /// Writes the guest's messages to the client, answers pings, sends
@@ -589,7 +601,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
     ping_interval: Duration,
     idle_timeout: Duration,
 ) -> WriteEnd {
-    let ToClient { guest: mut outgoing, mut replies, mut topics } = sources;
+    let ToClient { guest: mut outgoing, mut replies, mut topics, guest_busy } = sources;
     let mut body: Option<OpenBody> = None;
     let mut reader_done = false;
     // Once the guest is gone, so is every sender of topic frames.
@@ -600,6 +612,8 @@ async fn write_client<W: AsyncWrite + Unpin>(
         (!ping_interval.is_zero()).then(|| tokio::time::interval_at(Instant::now() + ping_interval, ping_interval));
     // Re-armed only when it fires, not on every message.
     let mut idle_check = pin!(tokio::time::sleep(idle_timeout));
+    // A write put off for a pass, while the guest was busy.
+    let mut put_off = None;
     loop {
         // Whether more is ready to be queued right away (then the write waits
         // for it, up to a point).
@@ -696,10 +710,21 @@ async fn write_client<W: AsyncWrite + Unpin>(
                 idle_check.as_mut().reset(idle_until);
                 continue;
             }
+            // Nothing more came in the pass the write was put off for.
+            () = next_pass(&mut put_off), if put_off.is_some() => false,
         };
-        if (!more_ready || writer.wants_flush())
-            && let Err(err) = writer.flush().await
-        {
+        if more_ready && !writer.wants_flush() {
+            continue;
+        }
+        // A busy guest (one the runtime paused) is often in the middle of
+        // its answer, the end of a streamed message still to come: the write
+        // waits a pass for it, once, so that both go in one.
+        if put_off.is_none() && writer.has_queued() && !writer.wants_flush() && guest_busy.is_busy() {
+            put_off = Some(NextPass::default());
+            continue;
+        }
+        put_off = None;
+        if let Err(err) = writer.flush().await {
             tracing::debug!("writing to the client failed: {err}");
             return WriteEnd::Failed;
         }
@@ -716,6 +741,32 @@ fn count(messages: &Counter, bytes_counter: &Counter, bytes: usize) {
 async fn recv_chunk(body: &mut Option<OpenBody>) -> Option<Bytes> {
     match body {
         Some(open) => open.chunks.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves in the task's next pass: pending once, waking the task.
+#[derive(Default)]
+struct NextPass {
+    polled: bool,
+}
+
+impl Future for NextPass {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.polled, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// The put-off write's pass, never if there is none.
+async fn next_pass(put_off: &mut Option<NextPass>) {
+    match put_off {
+        Some(pass) => pass.await,
         None => std::future::pending().await,
     }
 }

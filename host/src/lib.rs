@@ -20,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod busy;
 pub mod config;
 pub mod connection;
 pub mod http;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
 use wsplug::config::LogFormat;
 use wsplug::{Admin, App, Config, RouteConfig, Routes, Runtime, Server};
 
@@ -248,6 +249,11 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         Some(address) => Some(Admin::bind(address, app.clone(), config.admin_token.clone()).await?),
         None => None,
     };
+    // Signals are taken over before the server says it is serving: from then
+    // on, a SIGHUP or SIGTERM must not find the default action (the end of
+    // the process) in place.
+    let hangup = signal(SignalKind::hangup()).context("cannot wait for SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot wait for SIGTERM")?;
     let address = server.local_addr()?;
     for path in paths {
         tracing::info!("serving {ws}://{address}{path}");
@@ -262,15 +268,20 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { admin.run_until(stopped.cancelled_owned()).await });
     }
     let (config_file, watch) = (args.config.clone(), args.watch);
-    let reloads =
-        reload::reload_when_asked(move || args.config(), config_file, runtime, app.clone(), config.clone(), watch);
+    let reloads = reload::reload_when_asked(
+        move || args.config(),
+        hangup,
+        config_file,
+        runtime,
+        app.clone(),
+        config.clone(),
+        watch,
+    );
     let reloads = tokio::spawn(async move {
         if let Err(err) = reloads.await {
             tracing::warn!("reloading is off: {err:#}");
         }
     });
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot wait for SIGTERM")?;
     server
         .run_until(async {
             tokio::select! {

@@ -8,25 +8,25 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::Signal;
 use wsplug::{App, Config, Routes, Runtime};
 
 /// How often `--watch` looks at the files.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Reloads `app`'s routes from what `read_config` returns whenever asked
-/// (SIGHUP) or, with `watch`, whenever a file it was read from changes:
+/// (`hangup`: SIGHUP) or, with `watch`, whenever a file it was read from changes:
 /// `config_file`, if any, or a component of the routes (`first` is the
 /// config `app` was started with).
 pub async fn reload_when_asked(
     read_config: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
+    mut hangup: Signal,
     config_file: Option<PathBuf>,
     runtime: Arc<Runtime>,
     app: App,
     first: Config,
     watch: bool,
 ) -> anyhow::Result<()> {
-    let mut hangup = signal(SignalKind::hangup())?;
     let read_config = Arc::new(read_config);
     let mut watched = Watched::files(config_file.iter().cloned().chain(components(&first)));
     let mut tick = tokio::time::interval(WATCH_INTERVAL);

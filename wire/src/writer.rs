@@ -123,6 +123,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.queue(OpCode::Control(Control::Close), true, &payload);
     }
 
+    /// Whether anything is queued.
+    pub fn has_queued(&self) -> bool {
+        !self.buffer.is_empty() || self.shared.has_remaining()
+    }
+
     /// Whether enough is queued to be worth a write even if more is coming.
     pub fn wants_flush(&self) -> bool {
         self.buffer.len() + self.shared.remaining() >= FLUSH_SIZE
