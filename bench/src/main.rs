@@ -67,7 +67,8 @@ struct Target {
 }
 
 /// Whether the run includes `section` (`echo`, `languages`, `compression`,
-/// `fanout`; `throughput` is the first table of `echo` alone):
+/// `fanout`; or a part of `echo` alone: `throughput`, `setup`, `idle`,
+/// `large`):
 /// `WSPLUG_BENCH_SECTIONS` lists them, comma-separated; all by default.
 fn section(name: &str) -> bool {
     std::env::var("WSPLUG_BENCH_SECTIONS")
@@ -77,8 +78,8 @@ fn section(name: &str) -> bool {
 async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
     println!("machine: {} cores; client and servers on 127.0.0.1", std::thread::available_parallelism()?.get());
     println!();
-    if section("echo") || section("throughput") {
-        echo(idle_connections, in_flight, section("echo")).await?;
+    if ["echo", "throughput", "setup", "idle", "large"].into_iter().any(section) {
+        echo(idle_connections, in_flight).await?;
     }
     if section("languages") {
         languages::report().await?;
@@ -93,8 +94,9 @@ async fn run(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
 }
 
 /// Echo and greeter against the native server and the peers: throughput,
-/// then (if `all`) setup, idle memory, one large message.
-async fn echo(idle_connections: usize, in_flight: usize, all: bool) -> anyhow::Result<()> {
+/// setup, idle memory, one large message.
+async fn echo(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
+    let part = |name| section("echo") || section(name);
     let native = Server::native().await?;
     let wsplug = Server::wsplug().await?;
     let targets = [
@@ -107,54 +109,47 @@ async fn echo(idle_connections: usize, in_flight: usize, all: bool) -> anyhow::R
             reply_overhead: 7,
         },
     ];
-    let node = Server::peer("node", "echo-node.mjs").await;
-    let bun = Server::peer("node_modules/.bin/bun", "echo-bun.js").await;
-    let mut peers = Vec::new();
-    for (name, server) in [("Node ws echo", &node), ("Bun echo", &bun)] {
-        match server {
-            Some(server) => peers.push(Target { name, url: server.url("/"), pid: server.pid(), reply_overhead: 0 }),
-            None => println!("({name}: not installed in bench/peers, left out)"),
+    if part("throughput") {
+        let node = Server::peer("node", "echo-node.mjs").await;
+        let bun = Server::peer("node_modules/.bin/bun", "echo-bun.js").await;
+        let mut peers = Vec::new();
+        for (name, server) in [("Node ws echo", &node), ("Bun echo", &bun)] {
+            match server {
+                Some(server) => peers.push(Target { name, url: server.url("/"), pid: server.pid(), reply_overhead: 0 }),
+                None => println!("({name}: not installed in bench/peers, left out)"),
+            }
         }
+        throughput_table(&targets, &peers, in_flight).await?;
     }
-    println!("| scenario | server | msg/s | ratio | server CPU µs/msg | p50 µs | p90 µs | p99 µs | p99.9 µs |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (connections, size) in [(64, 32), (64, 16 * 1024)] {
-        let mut baseline = None;
-        for target in targets.iter().chain(&peers) {
-            let result = throughput(target, connections, size, in_flight).await.with_context(|| target.name)?;
-            let base = *baseline.get_or_insert(result.rate);
-            println!(
-                "| {connections} conns × {} × {in_flight} in flight | {} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {} |",
-                human_size(size),
-                target.name,
-                result.rate,
-                result.rate / base,
-                result.cpu_per_message.as_secs_f64() * 1e6,
-                result.latency.value_at_quantile(0.5),
-                result.latency.value_at_quantile(0.9),
-                result.latency.value_at_quantile(0.99),
-                result.latency.value_at_quantile(0.999),
-            );
-        }
-    }
-    println!();
-    if !all {
+    if !["setup", "idle", "large"].into_iter().any(part) {
         return Ok(());
     }
     println!("| scenario | server | result | ratio |");
     println!("|---|---|---|---|");
     let mut baseline = None;
-    for target in &targets[..2] {
-        let rate = setup_rate(target, SETUP_CYCLES).await?;
-        let base = *baseline.get_or_insert(rate);
-        println!(
-            "| {SETUP_CYCLES} connect + message + close, 8 at a time | {} | {rate:.0} conn/s | {:.2} |",
-            target.name,
-            rate / base
-        );
+    if part("setup") {
+        // The pooling allocator instantiates in memory it keeps, instead of
+        // mapping and unmapping some per connection: its own row.
+        let pooled = Server::wsplug_pooled().await?;
+        let with_pool = Target {
+            name: "wsplug + echo component, instance-pool = true",
+            url: pooled.url("/echo"),
+            pid: pooled.pid(),
+            reply_overhead: 0,
+        };
+        for target in targets[..2].iter().chain([&with_pool]) {
+            let rate = setup_rate(target, SETUP_CYCLES).await?;
+            let base = *baseline.get_or_insert(rate);
+            println!(
+                "| {SETUP_CYCLES} connect + message + close, 8 at a time | {} | {rate:.0} conn/s | {:.2} |",
+                target.name,
+                rate / base
+            );
+        }
     }
     let mut baseline = None;
-    for (client_net, (target, server)) in [(&targets[0], &native), (&targets[1], &wsplug)].into_iter().enumerate() {
+    let idle_targets = [(&targets[0], &native), (&targets[1], &wsplug)];
+    for (client_net, (target, server)) in idle_targets.into_iter().enumerate().filter(|_| part("idle")) {
         if let Some(files) = open_files_short_of(idle_connections) {
             println!(
                 "| {idle_connections} idle connections | {} | not run: the open-files limit (ulimit -Hn) is {files}, \
@@ -173,15 +168,45 @@ async fn echo(idle_connections: usize, in_flight: usize, all: bool) -> anyhow::R
             per_connection / base
         );
     }
-    let (elapsed, growth) = large_message(&targets[2], &wsplug, LARGE_MESSAGE).await?;
-    println!(
-        "| one {} MiB text message, streamed back as it arrives | {} | {:.2} s ({:.0} MiB/s), server RSS +{:.1} MiB | - |",
-        LARGE_MESSAGE >> 20,
-        targets[2].name,
-        elapsed.as_secs_f64(),
-        (LARGE_MESSAGE >> 20) as f64 / elapsed.as_secs_f64(),
-        growth as f64 / f64::from(1 << 20),
-    );
+    if part("large") {
+        let (elapsed, growth) = large_message(&targets[2], &wsplug, LARGE_MESSAGE).await?;
+        println!(
+            "| one {} MiB text message, streamed back as it arrives | {} | {:.2} s ({:.0} MiB/s), server RSS +{:.1} MiB | - |",
+            LARGE_MESSAGE >> 20,
+            targets[2].name,
+            elapsed.as_secs_f64(),
+            (LARGE_MESSAGE >> 20) as f64 / elapsed.as_secs_f64(),
+            growth as f64 / f64::from(1 << 20),
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Messages per second, CPU per message and latency, each target against
+/// the first.
+async fn throughput_table(targets: &[Target], peers: &[Target], in_flight: usize) -> anyhow::Result<()> {
+    println!("| scenario | server | msg/s | ratio | server CPU µs/msg | p50 µs | p90 µs | p99 µs | p99.9 µs |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (connections, size) in [(64, 32), (64, 16 * 1024)] {
+        let mut baseline = None;
+        for target in targets.iter().chain(peers) {
+            let result = throughput(target, connections, size, in_flight).await.with_context(|| target.name)?;
+            let base = *baseline.get_or_insert(result.rate);
+            println!(
+                "| {connections} conns × {} × {in_flight} in flight | {} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {} |",
+                human_size(size),
+                target.name,
+                result.rate,
+                result.rate / base,
+                result.cpu_per_message.as_secs_f64() * 1e6,
+                result.latency.value_at_quantile(0.5),
+                result.latency.value_at_quantile(0.9),
+                result.latency.value_at_quantile(0.99),
+                result.latency.value_at_quantile(0.999),
+            );
+        }
+    }
     println!();
     Ok(())
 }

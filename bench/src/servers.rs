@@ -80,14 +80,24 @@ impl Server {
     /// `wsplug serve` with the echo and the greeter; the greeter takes
     /// messages of up to 128 MiB in one frame.
     pub async fn wsplug() -> anyhow::Result<Self> {
+        Self::wsplug_serving(&Self::echo_and_greeter(), false)
+    }
+
+    /// The same with `instance-pool = true`, whatever `WSPLUG_BENCH_POOL`
+    /// says.
+    pub async fn wsplug_pooled() -> anyhow::Result<Self> {
+        Self::wsplug_with(&Self::echo_and_greeter(), false, true)
+    }
+
+    /// The routes of [`Server::wsplug`].
+    fn echo_and_greeter() -> String {
         let components = root().join("guest-examples/target/wasm32-wasip2/release");
-        let routes = format!(
+        format!(
             "[[route]]\npath = \"/echo\"\ncomponent = {:?}\n\n\
              [[route]]\npath = \"/greeter\"\ncomponent = {:?}\nmax-message-size = {LARGE}\nmax-frame-size = {LARGE}\n",
             components.join("echo.wasm"),
             components.join("greeter.wasm"),
-        );
-        Self::wsplug_serving(&routes, false)
+        )
     }
 
     /// `wsplug serve` with the feed component at `/feed` (a connection to
@@ -127,14 +137,18 @@ impl Server {
         Some((Self { child, address, admin: None }, format!("redis://127.0.0.1:{port}")))
     }
 
-    /// Starts `target/release/wsplug serve` with `routes` on a free port,
-    /// and with `admin`, its admin API on another. `WSPLUG_BENCH_POOL=1`
-    /// turns the instance pool on.
-    /// `wsplug serve` with `routes` (config file text: `[[route]]` tables,
-    /// top-level keys before them), the per-client limits off.
+    /// Starts `target/release/wsplug serve` with `routes` (config file
+    /// text: `[[route]]` tables, top-level keys before them) on a free port,
+    /// the per-client limits off, and with `admin`, its admin API on
+    /// another. `WSPLUG_BENCH_POOL=1` turns the instance pool on.
     pub fn wsplug_serving(routes: &str, admin: bool) -> anyhow::Result<Self> {
-        let wsplug = root().join("target/release/wsplug");
         let pool = std::env::var("WSPLUG_BENCH_POOL").is_ok_and(|value| value == "1");
+        Self::wsplug_with(routes, admin, pool)
+    }
+
+    /// [`Server::wsplug_serving`], the instance pool on or off.
+    fn wsplug_with(routes: &str, admin: bool, pool: bool) -> anyhow::Result<Self> {
+        let wsplug = root().join("target/release/wsplug");
         let admin_listen = if admin { "admin-listen = \"127.0.0.1:0\"\n" } else { "" };
         // One client address opens thousands of connections here, as fast as
         // it can, and sends as fast as it can: the per-client limits are off.

@@ -22,7 +22,6 @@
 //! event loop are futures joined together, with no task per message. The
 //! bounded channels are the backpressure in both directions.
 
-use crate::busy::{Busy, Tracked};
 use crate::http::edge::TokenBucket;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::topics::queue;
@@ -30,6 +29,7 @@ use crate::wasm::bindings::{CloseFrame as WitCloseFrame, ConnectionInfo};
 use crate::wasm::call::Call;
 use crate::wasm::runtime::Guest;
 use crate::wasm::streams::{ClientMessage, GuestMessage, INCOMING_CHUNK_QUEUE};
+use crate::woken::{Busy, Woken};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use std::pin::{Pin, pin};
@@ -164,7 +164,10 @@ where
     let activity = Activity::new();
 
     let counting = Counting { metrics: counted, rate: message_rate };
-    let mut read = pin!(read_client(reader, incoming_tx, closed_tx, replies_tx, &activity, &shutdown, counting));
+    // Each of the reader, the guest and the writer is polled only when
+    // something woke it, not on every pass of the loop below.
+    let read = pin!(read_client(reader, incoming_tx, closed_tx, replies_tx, &activity, &shutdown, counting));
+    let mut read = Woken::new(read);
     // The code of the client's close frame, if it closed first.
     let mut client_code = None;
     let mut read_done = false;
@@ -177,9 +180,10 @@ where
     let close = {
         let call = Call { info, incoming: incoming_rx, closed: closed_rx, outgoing: outgoing_tx };
         let guest = pin!(guest.serve(call));
-        let (mut guest, guest_busy) = Tracked::new(guest);
-        let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx, guest_busy };
-        let mut write = pin!(write_client(&mut writer, sources, &activity, counted, ping_interval, idle_timeout));
+        let mut guest = Woken::new(guest);
+        let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx, guest_busy: guest.busy() };
+        let write = pin!(write_client(&mut writer, sources, &activity, counted, ping_interval, idle_timeout));
+        let mut write = Woken::new(write);
         let mut guest_done = false;
         let mut write_done = false;
         let mut client_closed = false;

@@ -20,7 +20,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod busy;
 pub mod config;
 pub mod connection;
 pub mod http;
@@ -28,6 +27,7 @@ pub mod metrics;
 pub mod system;
 pub mod topics;
 pub mod wasm;
+mod woken;
 
 pub use config::{Config, DirGrant, RouteConfig, StaticDir, TopicsConfig};
 pub use http::admin::Admin;
