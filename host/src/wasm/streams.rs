@@ -249,17 +249,9 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for OutgoingMessages {
         mut source: Source<'_, Message>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if let Some(result) = ready_to_send(&mut self.messages, cx, finish) {
-            return result;
-        }
-        if source.remaining(&mut store) == 0 {
-            return Poll::Ready(Ok(StreamResult::Completed));
-        }
-        let mut message = None;
-        source.read(&mut store, &mut message)?;
-        store.data_mut().guest_made_progress();
-        let Some(message) = message else {
-            return Poll::Ready(Ok(StreamResult::Completed));
+        let message = match take_one(&mut self.messages, cx, &mut store, &mut source, finish) {
+            Ok(message) => message,
+            Err(result) => return result,
         };
         let queued = match message {
             Message::Text(text) => GuestMessage::Strict { text: true, payload: text.into() },
@@ -281,6 +273,28 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for OutgoingMessages {
             Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
         }
     }
+}
+
+/// The first step of a consumer that passes the guest's items on one at a
+/// time: room for one in `sender`, then one item read from the guest. `Err`
+/// is what `poll_consume` returns instead (no room yet, or nothing to read).
+fn take_one<D: GuestProgress + 'static, T: Send, U: wasmtime::component::Lift + Send + Sync + 'static>(
+    sender: &mut PollSender<T>,
+    cx: &mut Context<'_>,
+    store: &mut StoreContextMut<D>,
+    source: &mut Source<'_, U>,
+    finish: bool,
+) -> Result<U, Poll<wasmtime::Result<StreamResult>>> {
+    if let Some(result) = ready_to_send(sender, cx, finish) {
+        return Err(result);
+    }
+    if source.remaining(&mut *store) == 0 {
+        return Err(Poll::Ready(Ok(StreamResult::Completed)));
+    }
+    let mut item = None;
+    source.read(&mut *store, &mut item).map_err(|err| Poll::Ready(Err(err)))?;
+    store.data_mut().guest_made_progress();
+    item.ok_or(Poll::Ready(Ok(StreamResult::Completed)))
 }
 
 /// Reserves room in `sender` for one item. `None` means the room is there;
@@ -321,17 +335,10 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for TextBody {
         mut source: Source<'_, String>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if let Some(result) = ready_to_send(&mut self.chunks, cx, finish) {
-            return result;
-        }
-        if source.remaining(&mut store) == 0 {
-            return Poll::Ready(Ok(StreamResult::Completed));
-        }
-        let mut chunk = None;
-        source.read(&mut store, &mut chunk)?;
-        store.data_mut().guest_made_progress();
-        let Some(chunk) = chunk.filter(|chunk| !chunk.is_empty()) else {
-            return Poll::Ready(Ok(StreamResult::Completed));
+        let chunk = match take_one(&mut self.chunks, cx, &mut store, &mut source, finish) {
+            Ok(chunk) if !chunk.is_empty() => chunk,
+            Ok(_) => return Poll::Ready(Ok(StreamResult::Completed)),
+            Err(result) => return result,
         };
         match self.chunks.send_item(Bytes::from(chunk)) {
             Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
