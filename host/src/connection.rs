@@ -179,9 +179,13 @@ where
     let path = info.path.clone();
     let close = {
         let call = Call { info, incoming: incoming_rx, closed: closed_rx, outgoing: outgoing_tx };
+        let runs_here = guest.runs_on_connection_task();
         let guest = pin!(guest.serve(call));
         let mut guest = Woken::new(guest);
-        let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx, guest_busy: guest.busy() };
+        // A shared instance runs on its own task: the next pass of this one
+        // does not give it a turn.
+        let guest_busy = runs_here.then(|| guest.busy());
+        let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx, guest_busy };
         let write = pin!(write_client(&mut writer, sources, &activity, counted, ping_interval, idle_timeout));
         let mut write = Woken::new(write);
         let mut guest_done = false;
@@ -585,8 +589,9 @@ struct ToClient {
     /// The guest's messages.
     guest: mpsc::Receiver<GuestMessage>,
     /// Whether the guest is in the middle of something (then more of its
-    /// output may come in the task's next pass).
-    guest_busy: Busy,
+    /// output may come in the task's next pass); `None` for a shared
+    /// instance, which runs on a task of its own.
+    guest_busy: Option<Busy>,
 }
 
 /// Writes the guest's messages to the client, answers pings, sends
@@ -723,7 +728,11 @@ async fn write_client<W: AsyncWrite + Unpin>(
         // A busy guest (one the runtime paused) is often in the middle of
         // its answer, the end of a streamed message still to come: the write
         // waits a pass for it, once, so that both go in one.
-        if put_off.is_none() && writer.has_queued() && !writer.wants_flush() && guest_busy.is_busy() {
+        if put_off.is_none()
+            && writer.has_queued()
+            && !writer.wants_flush()
+            && guest_busy.as_ref().is_some_and(Busy::is_busy)
+        {
             put_off = Some(NextPass::default());
             continue;
         }

@@ -415,6 +415,12 @@ pub enum Guest {
 }
 
 impl Guest {
+    /// Whether the guest runs on the connection's own task (its own
+    /// instance), rather than on a shared instance's.
+    pub(crate) fn runs_on_connection_task(&self) -> bool {
+        matches!(self, Guest::Own(_))
+    }
+
     /// The handler's decision on `request` (made only if it is needed), if
     /// it exports `handshake`.
     pub(crate) async fn decide(
