@@ -19,7 +19,8 @@
 //! watches for idleness.
 //!
 //! All of it runs on the connection's task: the two pumps and the store's
-//! event loop are futures joined together, with no task per message. The
+//! event loop are futures joined together, with no task per message, each
+//! polled only when something woke it (`woken.rs`). The
 //! bounded channels are the backpressure in both directions.
 
 use crate::http::edge::TokenBucket;

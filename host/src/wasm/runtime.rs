@@ -241,7 +241,6 @@ impl Runtime {
     }
 }
 
-/// An engine configuration that allocates instances from `pool`.
 /// How much of a pool slot's linear memory is kept mapped when its instance
 /// goes, zeroed in place for the next one.
 const MEMORY_KEPT_RESIDENT: usize = 128 << 10;
@@ -250,6 +249,7 @@ const TABLE_KEPT_RESIDENT: usize = 16 << 10;
 /// How many slots' decommits are gathered into one batch.
 const DECOMMIT_BATCH: usize = 16;
 
+/// An engine configuration that allocates instances from `pool`.
 fn pooled_config(pool: InstancePool) -> Config {
     let mut pooling = PoolingAllocationConfig::new();
     pooling
