@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::CancellationToken;
 use wsplug_wire::{DeflateParams, Event, FrameReader, FrameWriter, ReadError, ReadLimits};
 
 /// How many client messages may wait for the guest to read them. A streamed
@@ -203,9 +203,12 @@ where
         // The deadline of the shutdown grace period, or of the guest's time to
         // finish after the client closed.
         let mut deadline = pin!(tokio::time::sleep(Duration::MAX / 4));
-        // Made once, not on every pass: each registers with its token.
-        let mut shutdown_begins = pin!(shutdown.cancelled());
-        let mut too_slow = pin!(topic_budget.too_slow());
+        // Made once, not on every pass (each registers with its token), and
+        // polled only when woken: a poll locks the token.
+        let shutdown_begins = pin!(shutdown.cancelled());
+        let mut shutdown_begins = Woken::new(shutdown_begins);
+        let too_slow = pin!(topic_budget.too_slow());
+        let mut too_slow = Woken::new(too_slow);
         loop {
             let client_closes = tokio::select! {
                 // In the order a message goes: what the reader hands over
@@ -428,7 +431,10 @@ async fn read_client<R: AsyncRead + Unpin>(
 ) -> ReadEnd<R> {
     let counted = counting.metrics;
     let mut input = Some(GuestInput { messages: incoming, body: None });
-    let mut shutting_down = pin!(shutdown.cancelled());
+    // Polled only when woken: a poll locks the token, which every
+    // connection shares.
+    let shutting_down = pin!(shutdown.cancelled());
+    let mut shutting_down = Woken::new(shutting_down);
     loop {
         let event = tokio::select! {
             () = &mut shutting_down, if input.is_some() => {
@@ -554,7 +560,7 @@ enum Handed {
 async fn hand_over<T>(
     sender: &mpsc::Sender<T>,
     item: T,
-    shutting_down: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    shutting_down: &mut (impl Future<Output = ()> + Unpin),
 ) -> Handed {
     tokio::select! {
         sent = sender.send(item) => if sent.is_ok() { Handed::Taken } else { Handed::Refused },
