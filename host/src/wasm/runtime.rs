@@ -103,12 +103,20 @@ impl CpuMeter {
         self.progress = false;
         let busy_since = match self.busy_since {
             Some(since) if continuous => since,
-            _ => *self.busy_since.insert(now),
+            // The guest has only just started running (the first deadline
+            // check since a break sees a tick that passed while it waited):
+            // it goes on. Pausing it here cost a fiber switch and a pass of
+            // its task at every tick for every connection with traffic.
+            _ => {
+                self.busy_since = Some(now);
+                return Ok(UpdateDeadline::Continue(1));
+            }
         };
         if now.duration_since(busy_since) > self.budget {
             return Err(wasmtime::Error::new(CpuBudgetExceeded(self.budget)));
         }
-        // Let the executor serve other connections before going on.
+        // It has run through a whole tick: let the executor serve other
+        // connections before going on.
         Ok(UpdateDeadline::Yield(1))
     }
 }
