@@ -38,6 +38,10 @@ const LARGE_MESSAGE: usize = 100 << 20;
 const MEASURE: Duration = Duration::from_secs(5);
 const WARM_UP: Duration = Duration::from_secs(1);
 
+/// A reply (or a connection) that takes longer than this fails the run:
+/// a lost message must not hang it.
+const STALLED: Duration = Duration::from_secs(30);
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("native-echo") {
@@ -262,7 +266,8 @@ async fn throughput(target: &Target, connections: usize, size: usize, in_flight:
     let end = measure_from + MEASURE;
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (mut socket, _) = tokio_tungstenite::connect_async(target.url.as_str()).await?;
+        let connect = tokio_tungstenite::connect_async(target.url.as_str());
+        let (mut socket, _) = tokio::time::timeout(STALLED, connect).await.context("connecting stalled")??;
         let payload = payload.clone();
         let expected = size + target.reply_overhead;
         tasks.push(tokio::spawn(async move {
@@ -275,7 +280,10 @@ async fn throughput(target: &Target, connections: usize, size: usize, in_flight:
                     socket.send(Message::text(payload.as_str())).await?;
                     sent_at.push_back(Instant::now());
                 }
-                let reply = socket.next().await.context("connection closed")??;
+                let reply = tokio::time::timeout(STALLED, socket.next())
+                    .await
+                    .with_context(|| format!("no reply in {STALLED:?}"))?
+                    .context("connection closed")??;
                 anyhow::ensure!(reply.len() == expected, "unexpected reply of {} bytes", reply.len());
                 let sent = sent_at.pop_front().context("a reply to nothing")?;
                 if sent >= measure_from && sent < end {
