@@ -28,6 +28,7 @@
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -268,6 +269,8 @@ impl Chromium {
             ])
             .arg(format!("--user-data-dir={}", directory.profile().display()))
             .arg("about:blank")
+            // A group of its own: its helper processes go with it.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -307,8 +310,12 @@ impl Chromium {
 impl Drop for Chromium {
     fn drop(&mut self) {
         // Killed and reaped before the profile goes, so that Chromium cannot
-        // write into it while it is being deleted. SIGKILL makes the wait short.
-        let _ = self.process.kill();
+        // write into it while it is being deleted. Its helpers (renderer,
+        // zygote) too: left to notice the browser's end, they wrote their
+        // files again after the deletion, and the directories piled up in
+        // the temporary directory. SIGKILL makes the wait short.
+        let group = rustix::process::Pid::from_child(&self.process);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         let _ = self.process.wait();
     }
 }
