@@ -165,20 +165,38 @@ impl Runtime {
     /// from a pool with room for `max-connections` instances of the largest
     /// route `memory-limit`; otherwise memory on demand. With `cache = true`
     /// (the default), compiled components are kept on disk.
+    ///
+    /// A pool's memory slots are wide (4 GiB each: compiled code then needs
+    /// no bounds checks) when they all fit in [`WIDE_SLOTS_ADDRESS_SPACE`]
+    /// and the system grants the reservation; otherwise each is as large as
+    /// the largest `memory-limit`.
     pub fn for_config(config: &crate::Config) -> anyhow::Result<Self> {
-        let mut engine_config = if config.instance_pool {
-            let instances = u32::try_from(config.max_connections).context("max-connections is too large for a pool")?;
-            let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
-            pooled_config(InstancePool { instances, memory_per_instance })
-        } else {
-            Config::new()
-        };
+        let mut engine_config = Config::new();
         if config.cache {
             match config.cache_dir.clone().or_else(default_cache_dir) {
                 Some(dir) => cache_in(&mut engine_config, dir),
                 None => tracing::info!("compiled components are not cached: no cache-dir and no home directory"),
             }
         }
+        if !config.instance_pool {
+            return Self::with_config(engine_config);
+        }
+        let instances = u32::try_from(config.max_connections).context("max-connections is too large for a pool")?;
+        let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
+        let pool = InstancePool { instances, memory_per_instance };
+        if pool.fits_wide_slots() {
+            let mut wide = engine_config.clone();
+            use_pool(&mut wide, pool, Slots::Wide);
+            match Self::with_config(wide) {
+                Ok(runtime) => return Ok(runtime),
+                Err(err) => tracing::info!(
+                    "the instance pool's 4 GiB memory slots were refused ({:#}): slots of memory-limit instead, \
+                     with bounds checks",
+                    err
+                ),
+            }
+        }
+        use_pool(&mut engine_config, pool, Slots::Compact);
         Self::with_config(engine_config)
     }
 
@@ -257,8 +275,32 @@ const TABLE_KEPT_RESIDENT: usize = 16 << 10;
 /// How many slots' decommits are gathered into one batch.
 const DECOMMIT_BATCH: usize = 16;
 
-/// An engine configuration that allocates instances from `pool`.
-fn pooled_config(pool: InstancePool) -> Config {
+/// The address space a pool's linear memories may take in wide slots: half
+/// of x86-64's user address space (128 TiB), about 8,000 instances of two
+/// memories each.
+const WIDE_SLOTS_ADDRESS_SPACE: u64 = 64 << 40;
+
+/// How large a pool's memory slots are.
+#[derive(Clone, Copy)]
+enum Slots {
+    /// 4 GiB, the reach of a 32-bit memory, with wasmtime's guard regions:
+    /// compiled code needs no bounds checks.
+    Wide,
+    /// The largest `memory-limit`: every access is bounds-checked (5-15% of
+    /// a message's cost, `make bench`).
+    Compact,
+}
+
+impl InstancePool {
+    /// Whether wide slots for every memory of the pool fit in
+    /// [`WIDE_SLOTS_ADDRESS_SPACE`].
+    fn fits_wide_slots(&self) -> bool {
+        u64::from(self.instances) * u64::from(MEMORIES_PER_INSTANCE) * (4 << 30) <= WIDE_SLOTS_ADDRESS_SPACE
+    }
+}
+
+/// Makes `config` allocate instances from `pool`, in `slots`.
+fn use_pool(config: &mut Config, pool: InstancePool, slots: Slots) {
     let mut pooling = PoolingAllocationConfig::new();
     pooling
         .total_component_instances(pool.instances)
@@ -277,14 +319,12 @@ fn pooled_config(pool: InstancePool) -> Config {
         .pagemap_scan(Enabled::Auto)
         // What still has to be unmapped is unmapped in batches.
         .decommit_batch_size(DECOMMIT_BATCH);
-    let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    // Each memory's slot is its largest size: a few GiB of address space per
-    // instance (the default, for bounds-check elision) would not fit tens of
-    // thousands of instances.
-    config.memory_reservation(pool.memory_per_instance as u64);
-    config.memory_guard_size(0);
-    config
+    if let Slots::Compact = slots {
+        // wasmtime's defaults are the wide slots.
+        config.memory_reservation(pool.memory_per_instance as u64);
+        config.memory_guard_size(0);
+    }
 }
 
 /// Where compiled components are kept unless `cache-dir` says otherwise:
