@@ -84,9 +84,11 @@ impl Server {
     }
 
     /// The same with `instance-pool = true`, whatever `WSPLUG_BENCH_POOL`
-    /// says.
+    /// says, for the setup scenario (8 connections at a time): room for
+    /// 1,000 connections, few enough for the pool's wide memory slots (no
+    /// bounds checks; see the README's "Current limits").
     pub async fn wsplug_pooled() -> anyhow::Result<Self> {
-        Self::wsplug_with(&Self::echo_and_greeter(), false, true)
+        Self::wsplug_with(&Self::echo_and_greeter(), false, true, 1000)
     }
 
     /// The routes of [`Server::wsplug`].
@@ -143,17 +145,19 @@ impl Server {
     /// another. `WSPLUG_BENCH_POOL=1` turns the instance pool on.
     pub fn wsplug_serving(routes: &str, admin: bool) -> anyhow::Result<Self> {
         let pool = std::env::var("WSPLUG_BENCH_POOL").is_ok_and(|value| value == "1");
-        Self::wsplug_with(routes, admin, pool)
+        // Room for the idle-connection scenario and the fan-out's 10,000
+        // subscribers.
+        let max_connections = crate::setting("WSPLUG_BENCH_IDLE", 0).max(20_000) + 100;
+        Self::wsplug_with(routes, admin, pool, max_connections)
     }
 
-    /// [`Server::wsplug_serving`], the instance pool on or off.
-    fn wsplug_with(routes: &str, admin: bool, pool: bool) -> anyhow::Result<Self> {
+    /// [`Server::wsplug_serving`], the instance pool on or off, with room
+    /// for `max_connections`.
+    fn wsplug_with(routes: &str, admin: bool, pool: bool, max_connections: usize) -> anyhow::Result<Self> {
         let wsplug = root().join("target/release/wsplug");
         let admin_listen = if admin { "admin-listen = \"127.0.0.1:0\"\n" } else { "" };
         // One client address opens thousands of connections here, as fast as
         // it can, and sends as fast as it can: the per-client limits are off.
-        // Room for the idle-connection scenario.
-        let max_connections = crate::setting("WSPLUG_BENCH_IDLE", 0).max(20_000) + 100;
         let config = format!(
             "instance-pool = {pool}\nmax-connections = {max_connections}\nmax-connections-per-ip = 0\n\
              upgrades-per-second-per-ip = 0\n{admin_listen}\n{}",
