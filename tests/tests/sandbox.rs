@@ -60,16 +60,23 @@ async fn a_guest_that_computes_forever_is_interrupted_and_does_not_stall_others(
 
 #[tokio::test]
 async fn a_guest_that_allocates_past_its_limit_is_stopped() -> anyhow::Result<()> {
-    allocate_past_the_limit(false).await
+    allocate_past_the_limit(false, 16).await
 }
 
 #[tokio::test]
 async fn a_guest_from_the_instance_pool_that_allocates_past_its_limit_is_stopped() -> anyhow::Result<()> {
-    allocate_past_the_limit(true).await
+    allocate_past_the_limit(true, 16).await
 }
 
-async fn allocate_past_the_limit(instance_pool: bool) -> anyhow::Result<()> {
-    let mut config = Config { instance_pool, max_connections: 16, ..Config::default() };
+/// Past about 8,000 connections the pool's memory slots are no longer 4 GiB
+/// each but `memory-limit`: the limit holds there too.
+#[tokio::test]
+async fn a_guest_from_a_large_instance_pool_that_allocates_past_its_limit_is_stopped() -> anyhow::Result<()> {
+    allocate_past_the_limit(true, 10_000).await
+}
+
+async fn allocate_past_the_limit(instance_pool: bool, max_connections: usize) -> anyhow::Result<()> {
+    let mut config = Config { instance_pool, max_connections, ..Config::default() };
     let mut glutton = RouteConfig::new("/glutton", test_guest("glutton"));
     glutton.memory_limit = 16 << 20;
     config.set_route(glutton);

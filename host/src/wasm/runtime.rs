@@ -536,3 +536,16 @@ impl Handler {
         Ok(GuestInstance { store, exports, handshake })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_slots_fit_up_to_8192_instances() {
+        let pool = |instances| InstancePool { instances, memory_per_instance: 64 << 20 };
+        assert!(pool(8192).fits_wide_slots());
+        assert!(!pool(8193).fits_wide_slots());
+        assert!(!pool(10_000).fits_wide_slots());
+    }
+}
