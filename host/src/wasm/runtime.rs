@@ -281,7 +281,6 @@ const DECOMMIT_BATCH: usize = 16;
 const WIDE_SLOTS_ADDRESS_SPACE: u64 = 64 << 40;
 
 /// How large a pool's memory slots are.
-#[derive(Clone, Copy)]
 enum Slots {
     /// 4 GiB, the reach of a 32-bit memory, with wasmtime's guard regions:
     /// compiled code needs no bounds checks.
