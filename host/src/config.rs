@@ -68,9 +68,12 @@ use std::time::Duration;
 
 /// `max-connections` unless set.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The most `max-connections` (host or route) may be: far beyond what one
+/// process can hold, and small enough for the arithmetic on it.
+pub const MAX_CONNECTIONS_LIMIT: usize = 10_000_000;
 
 /// Everything `wsplug serve` needs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     /// Where to listen. Default `127.0.0.1:8080`.
@@ -132,7 +135,7 @@ pub struct Config {
     /// Peers (addresses or networks, e.g. `10.0.0.0/8`) whose
     /// `X-Forwarded-For` / `Forwarded` headers name the client. Default none:
     /// the client is the peer.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "addresses_or_networks")]
     pub trusted_proxies: Vec<IpNet>,
     /// The most bytes of request headers (`431` beyond); at least 8192.
     /// Default 32 KiB.
@@ -180,7 +183,7 @@ pub enum LogFormat {
 }
 
 /// Host-wide topic settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TopicsConfig {
     /// The largest message a publish takes (from a handler or the admin
@@ -202,7 +205,7 @@ impl Default for TopicsConfig {
 
 /// A directory served as static files under a URL prefix, on paths that are
 /// not WebSocket routes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StaticDir {
     /// The URL prefix, e.g. `/` or `/assets`.
@@ -456,11 +459,16 @@ impl Config {
             if let Err(why) = crate::http::edge::OriginPolicy::new(&route.allowed_origins) {
                 bail!("route {}: allowed-origins: {why}", route.path);
             }
-            if route.max_messages_per_second < 0.0 || route.message_burst < 1.0 {
+            if !(0.0..f64::INFINITY).contains(&route.max_messages_per_second)
+                || !(1.0..f64::INFINITY).contains(&route.message_burst)
+            {
                 bail!("route {}: max-messages-per-second must be 0 or more, message-burst 1 or more", route.path);
             }
             if route.shared_instances == 0 {
                 bail!("route {}: shared-instances must be at least 1", route.path);
+            }
+            if route.max_connections.is_some_and(|max| max > MAX_CONNECTIONS_LIMIT) {
+                bail!("route {}: max-connections must be at most {MAX_CONNECTIONS_LIMIT}", route.path);
             }
             if route.max_connections == Some(0)
                 || route.max_message_size == 0
@@ -490,7 +498,10 @@ impl Config {
         if self.admin_listen.is_some_and(|admin| admin == self.listen && admin.port() != 0) {
             bail!("admin-listen must not be the public address {}", self.listen);
         }
-        if self.upgrades_per_second_per_ip < 0.0 || self.upgrade_burst_per_ip < 1.0 {
+        // A range, not `< 0.0`: NaN, which would turn the limit off, is in none.
+        if !(0.0..f64::INFINITY).contains(&self.upgrades_per_second_per_ip)
+            || !(1.0..f64::INFINITY).contains(&self.upgrade_burst_per_ip)
+        {
             bail!("upgrades-per-second-per-ip must be 0 or more, upgrade-burst-per-ip 1 or more");
         }
         if self.max_header_bytes < 8192 || self.max_headers == 0 || self.max_uri_length == 0 {
@@ -505,8 +516,11 @@ impl Config {
         if let Some(url) = &self.topics.redis {
             crate::topics::redis::check_url(url).context("[topics] redis")?;
         }
-        if self.max_connections == 0 {
-            bail!("max-connections must be positive");
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS_LIMIT {
+            bail!("max-connections must be from 1 to {MAX_CONNECTIONS_LIMIT}");
+        }
+        if self.handshake_timeout.is_zero() {
+            bail!("handshake-timeout must be positive: it is how long a client may take to send its request");
         }
         Ok(())
     }
@@ -607,16 +621,37 @@ mod defaults {
     }
 }
 
-/// Durations as a number of seconds (fractions allowed).
+/// Durations as a number of seconds (fractions allowed), at most a year:
+/// deadlines are computed from them, and a longer one is a typo.
 mod seconds {
     use serde::{Deserialize, Deserializer, de::Error};
     use std::time::Duration;
 
+    const A_YEAR: f64 = 365.0 * 24.0 * 3600.0;
+
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let seconds = f64::deserialize(deserializer)?;
-        Duration::try_from_secs_f64(seconds)
-            .map_err(|_| D::Error::custom(format!("{seconds} is not a number of seconds (zero or more)")))
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(duration) if seconds <= A_YEAR => Ok(duration),
+            // Debug: 1e300 stays 1e300, not three hundred digits.
+            _ => Err(D::Error::custom(format!("{seconds:?} is not a number of seconds from 0 to {A_YEAR} (a year)"))),
+        }
     }
+}
+
+/// `trusted-proxies`: each entry an address (`10.0.0.1`, one peer) or a
+/// network (`10.0.0.0/8`).
+fn addresses_or_networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    use serde::de::Error;
+    let entries = Vec::<String>::deserialize(deserializer)?;
+    entries
+        .iter()
+        .map(|entry| {
+            entry.parse::<IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
+                D::Error::custom(format!("`{entry}` is neither an address nor a network (such as 10.0.0.0/8)"))
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -652,6 +687,39 @@ mod tests {
         assert!(error.contains("line 1") && error.contains("max-connections"), "{error}");
         let error = parse("shutdown-grace = -2\n").unwrap_err().to_string();
         assert!(error.contains("line 1") && error.contains("not a number of seconds"), "{error}");
+    }
+
+    #[test]
+    fn absurd_values_are_refused_with_what_is_allowed() {
+        let error = parse("shutdown-grace = 1e300\n").unwrap_err().to_string();
+        assert!(error.contains("1e300 is not a number of seconds from 0 to 31536000"), "{error}");
+        let route = "\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n";
+        let refused = |text: String| parse(&text).unwrap().validate().unwrap_err().to_string();
+        for (setting, why) in [
+            ("max-connections = 18446744073709551615", "max-connections must be from 1 to 10000000"),
+            ("handshake-timeout = 0", "handshake-timeout must be positive"),
+            ("upgrades-per-second-per-ip = nan", "upgrades-per-second-per-ip must be 0 or more"),
+            ("upgrade-burst-per-ip = inf", "upgrades-per-second-per-ip must be 0 or more"),
+        ] {
+            let error = refused(format!("{setting}\n{route}"));
+            assert!(error.contains(why), "{setting}: {error}");
+        }
+        for (setting, why) in [
+            ("max-connections = 4611686018427387904", "max-connections must be at most 10000000"),
+            ("max-messages-per-second = nan", "max-messages-per-second must be 0 or more"),
+        ] {
+            let error = refused(format!("{route}{setting}\n"));
+            assert!(error.contains(why), "{setting}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_an_address_or_a_network() {
+        let config = parse("trusted-proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        let shown: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        let error = parse("trusted-proxies = [\"proxy.local\"]\n").unwrap_err().to_string();
+        assert!(error.contains("`proxy.local` is neither an address nor a network"), "{error}");
     }
 
     #[test]
