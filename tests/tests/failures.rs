@@ -62,6 +62,19 @@ fn a_file_that_is_not_a_component_is_rejected() {
     let error = load_error(&path);
     let message = format!("{error:#}");
     assert!(message.contains("is not a WebAssembly component"), "{message}");
+    assert!(message.contains("does not start with `\\0asm`"), "{message}");
+    assert!(!message.contains('\n'), "one line, not a dump of expected bytes: {message}");
+}
+
+#[test]
+fn a_core_module_is_told_apart_from_a_component() {
+    let path = std::env::temp_dir().join(format!("wsplug-core-module-{}.wasm", std::process::id()));
+    // The smallest core module: the magic and version 1.
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let message = format!("{:#}", load_error(&path));
+    std::fs::remove_file(&path).unwrap();
+    assert!(message.contains("is a core WebAssembly module"), "{message}");
+    assert!(message.contains("wasm32-wasip2"), "{message}");
 }
 
 #[tokio::test]

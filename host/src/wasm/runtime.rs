@@ -238,6 +238,7 @@ impl Runtime {
                 bail!("{} is granted to {shown} as a directory, but is not one", host.display());
             }
         }
+        check_header(bytes).with_context(|| format!("{shown} is not a WebAssembly component"))?;
         let started = Instant::now();
         let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
@@ -264,6 +265,26 @@ impl Runtime {
              it exports [{}]",
             exports.join(", ")
         )
+    }
+}
+
+/// Says what a file is when it is not a component at all: wasmtime's own
+/// errors for these print the bytes they expected, over a dozen lines.
+fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    // The version and layer after the magic: 13 and 1 for a component.
+    const COMPONENT: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+    const CORE_MODULE: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+    if !bytes.starts_with(MAGIC) {
+        bail!("it does not start with `\\0asm`, as every WebAssembly file does");
+    }
+    match bytes.get(4..8) {
+        Some(version) if version == COMPONENT => Ok(()),
+        Some(version) if version == CORE_MODULE => bail!(
+            "it is a core WebAssembly module: build the handler for wasm32-wasip2, or wrap the module with \
+             `wasm-tools component new`"
+        ),
+        _ => bail!("it is a WebAssembly file of a version or layer wsplug does not know"),
     }
 }
 
