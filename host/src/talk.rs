@@ -2,11 +2,13 @@
 //! of standard input is sent as a text message; each message received is
 //! printed as it arrives.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error, Message};
 
 /// After standard input ends, how long the server must stay quiet before the
 /// connection is closed (replies may still be on their way).
@@ -15,8 +17,10 @@ const LINGER: Duration = Duration::from_millis(500);
 /// Talks to `url` until standard input ends and the server has gone quiet, or
 /// the server closes the connection.
 pub async fn talk(url: &str) -> anyhow::Result<()> {
-    let (socket, _) =
-        tokio_tungstenite::connect_async(url).await.with_context(|| format!("cannot connect to {url}"))?;
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(refusal)
+        .with_context(|| format!("cannot connect to {url}"))?;
     let (mut sink, mut stream) = socket.split();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut input_open = true;
@@ -30,11 +34,11 @@ pub async fn talk(url: &str) -> anyhow::Result<()> {
                 None => input_open = false,
             },
             received = next_or_quiet(&mut stream, input_open) => match received {
-                Some(message) => {
-                    if !print_message(message?) {
-                        return Ok(());
-                    }
-                }
+                Some(message) => match print_message(message?) {
+                    Received::Message => {}
+                    Received::Closed(None) => return Ok(()),
+                    Received::Closed(Some(frame)) => return closed_with(frame),
+                },
                 None => break,
             },
         }
@@ -60,19 +64,49 @@ where
     tokio::time::timeout(LINGER, stream.next()).await.ok().flatten()
 }
 
-/// Prints a received message; `false` when it ends the conversation.
-fn print_message(message: Message) -> bool {
+/// What a received message was.
+enum Received {
+    Message,
+    /// The server closed the connection, with this frame if it gave one.
+    Closed(Option<CloseFrame>),
+}
+
+/// Prints a received message.
+fn print_message(message: Message) -> Received {
     match message {
         Message::Text(text) => println!("< {text}"),
         Message::Binary(data) => println!("< [binary, {} bytes]", data.len()),
         Message::Close(frame) => {
-            match frame {
+            match &frame {
                 Some(frame) => println!("closed by the server: {} {}", u16::from(frame.code), frame.reason),
                 None => println!("closed by the server"),
             }
-            return false;
+            return Received::Closed(frame);
         }
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
     }
-    true
+    Received::Message
+}
+
+/// A server's close is a failure of the conversation unless it is a
+/// normal end (1000) or the server going away (1001): `talk` then exits
+/// with an error, for scripts.
+fn closed_with(frame: CloseFrame) -> anyhow::Result<()> {
+    match frame.code {
+        CloseCode::Normal | CloseCode::Away => Ok(()),
+        code => bail!("the server closed the connection with {} {}", u16::from(code), frame.reason),
+    }
+}
+
+/// Why the server would not talk, said once: tungstenite's errors repeat
+/// their cause, and its HTTP error leaves out the body that says why.
+fn refusal(err: Error) -> anyhow::Error {
+    match err {
+        Error::Http(response) => {
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            anyhow!("the server answered {}: {}", response.status(), body.trim_end())
+        }
+        Error::Io(err) => err.into(),
+        err => anyhow!("{err}"),
+    }
 }

@@ -33,6 +33,40 @@ fn serve_two_routes_and_talk_to_the_greeter() {
     assert!(stdout.contains("< Hello Peter!\n") && stdout.contains("< Hello John!\n"), "{stdout}");
 }
 
+/// Runs `wsplug talk url` with `input`; its exit status, stdout and stderr.
+fn talk(url: &str, input: &[u8]) -> (bool, String, String) {
+    let mut talk = Command::new(wsplug_binary())
+        .args(["talk", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start wsplug talk");
+    talk.stdin.take().unwrap().write_all(input).unwrap();
+    let output = talk.wait_with_output().unwrap();
+    let text = |bytes| String::from_utf8(bytes).unwrap();
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
+#[test]
+fn talk_says_why_the_server_refused_or_closed() {
+    let (_server, urls, _log) = serve(&[("/trap", test_guest("trap"))]);
+    let trap_url = &urls[0];
+
+    // A refusal: the status and the body that says why, each cause once.
+    let unknown = trap_url.replace("/trap", "/nothing-here");
+    let (success, _, stderr) = talk(&unknown, b"");
+    assert!(!success);
+    assert!(stderr.contains("the server answered 404 Not Found: Unknown resource!"), "{stderr}");
+    let refused = talk("ws://127.0.0.1:1/", b"").2;
+    assert_eq!(refused.matches("Connection refused").count(), 1, "{refused}");
+
+    // A close for a failure is a failure of `talk`.
+    let (success, stdout, stderr) = talk(trap_url, b"hi\ntrap\n");
+    assert!(stdout.contains("< hi\n") && stdout.contains("closed by the server: 1011"), "{stdout}");
+    assert!(!success && stderr.contains("closed the connection with 1011"), "{stderr}");
+}
+
 #[tokio::test]
 async fn sigterm_closes_connections_with_1001_and_exits_0() -> anyhow::Result<()> {
     let (mut server, urls, _log) = serve(&[("/greeter", example("greeter"))]);
