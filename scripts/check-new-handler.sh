@@ -10,6 +10,8 @@ root=$PWD
 wsplug=${WSPLUG:-$root/target/debug/wsplug}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Made inside another workspace, as in a checkout: the crates stay out of it.
+printf '[workspace]\n' > "$work/Cargo.toml"
 
 for kind in flow sink-source; do
   crate="$work/hello-$kind"

@@ -14,6 +14,82 @@ pub enum Kind {
     SinkSource,
 }
 
+/// Names cargo refuses for a package: Rust's keywords and the crates that
+/// come with Rust.
+const RESERVED_NAMES: &[&str] = &[
+    "abstract",
+    "alloc",
+    "as",
+    "async",
+    "await",
+    "become",
+    "box",
+    "break",
+    "const",
+    "continue",
+    "core",
+    "crate",
+    "do",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "final",
+    "fn",
+    "for",
+    "gen",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "macro",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "override",
+    "priv",
+    "proc_macro",
+    "proc-macro",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "Self",
+    "static",
+    "std",
+    "struct",
+    "super",
+    "test",
+    "trait",
+    "true",
+    "try",
+    "type",
+    "typeof",
+    "unsafe",
+    "unsized",
+    "use",
+    "virtual",
+    "where",
+    "while",
+    "yield",
+];
+
+/// Whether cargo takes `name` for a package.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("`{name}` is not a crate name: start with a letter, then use letters, digits, - and _");
+    }
+    if RESERVED_NAMES.contains(&name) {
+        bail!("`{name}` is not a crate name: Rust reserves it");
+    }
+    Ok(())
+}
+
 /// The checkout this binary was built from: its SDK and testkit.
 fn checkout() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is in the checkout").to_owned()
@@ -26,9 +102,7 @@ fn checkout() -> PathBuf {
 /// name, and the two paths.
 pub fn new_handler(dir: &Path, kind: Kind, checkout_dir: Option<&Path>) -> anyhow::Result<()> {
     let name = dir.file_name().and_then(|name| name.to_str()).context("the crate needs a name")?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        bail!("`{name}` is not a crate name: use letters, digits, - and _");
-    }
+    check_name(name)?;
     if dir.exists() {
         bail!("{} exists already", dir.display());
     }
@@ -68,4 +142,19 @@ pub fn new_handler(dir: &Path, kind: Kind, checkout_dir: Option<&Path>) -> anyho
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn crate_names_are_checked_as_cargo_would() {
+        for good in ["hello", "chat-room", "ws_2"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "123abc", "-x", "_x", "héllo", "a b", "test", "self", "std", "fn"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
 }
