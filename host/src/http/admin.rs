@@ -165,8 +165,11 @@ impl AdminApi {
         let Some(given) = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes) else {
             return false;
         };
-        let expected = format!("Bearer {token}");
-        given.len() == expected.len()
-            && given.iter().zip(expected.as_bytes()).fold(0, |differ, (a, b)| differ | (a ^ b)) == 0
+        // The scheme's name is case-insensitive (RFC 9110, 11.1), one space
+        // after it (the token68 syntax has no room for more).
+        let Some((scheme, given)) = given.split_at_checked(b"Bearer ".len()) else { return false };
+        scheme.eq_ignore_ascii_case(b"Bearer ")
+            && given.len() == token.len()
+            && given.iter().zip(token.as_bytes()).fold(0, |differ, (a, b)| differ | (a ^ b)) == 0
     }
 }
