@@ -61,6 +61,12 @@ pub async fn reload_when_asked(
                     unchanged = ?changes.unchanged,
                     "reloaded the routes ({why})"
                 );
+                if host_settings_differ(&first, &config) {
+                    tracing::warn!(
+                        "the config's host-wide settings (all but its routes) changed: a reload takes only the \
+                         routes; the rest takes effect at the next start"
+                    );
+                }
                 watched = before.with(config_file.iter().cloned().chain(components(&config)));
             }
             Err(err) => {
@@ -70,6 +76,12 @@ pub async fn reload_when_asked(
             }
         }
     }
+}
+
+/// Whether `new` differs from `first` in anything but its routes.
+fn host_settings_differ(first: &Config, new: &Config) -> bool {
+    let routes_aside = Config { routes: first.routes.clone(), ..new.clone() };
+    routes_aside != *first
 }
 
 fn components(config: &Config) -> impl Iterator<Item = PathBuf> + '_ {

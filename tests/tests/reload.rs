@@ -119,6 +119,12 @@ async fn sighup_swaps_handlers_for_new_connections_only() -> anyhow::Result<()> 
         other => anyhow::bail!("expected 404 for a removed route, got {other:?}"),
     }
     assert_eq!(say(&mut before, "still here").await?, "Hello still here!", "no connection was dropped");
+
+    // A host-wide setting is read at startup only: the reload says so.
+    std::fs::write(&config, format!("max-connections = 500\n{}", std::fs::read_to_string(&config)?))?;
+    hang_up(&server);
+    let warned = log_line(&log, &["host-wide settings"]);
+    assert!(warned.contains("takes effect at the next start"), "{warned}");
     Ok(())
 }
 
