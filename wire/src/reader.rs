@@ -493,7 +493,8 @@ fn close_event(payload: &[u8]) -> ReadResult<Event> {
             if !code.is_allowed() {
                 return Err(protocol_error(format!("close code {} may not be sent", u16::from(code))));
             }
-            let reason = std::str::from_utf8(reason).map_err(|_| invalid_utf8())?;
+            let reason = std::str::from_utf8(reason)
+                .map_err(|_| violation(CloseCode::Invalid, "invalid UTF-8 in a close reason"))?;
             Ok(Event::Close(Some(CloseFrame { code, reason: reason.to_owned().into() })))
         }
     }
@@ -777,7 +778,8 @@ mod tests {
             assert_eq!(close_code(end), 1002, "{name}");
         }
         let (_, end) = read_all(client_frame(CLOSE, true, &[0x03, 0xe8, 0xff])).await;
-        assert_eq!(close_code(end), 1007, "a close reason that is not UTF-8");
+        let ReadError::Violation(frame) = end else { panic!("a close reason that is not UTF-8: {end:?}") };
+        assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1007, "invalid UTF-8 in a close reason"));
     }
 
     #[tokio::test]
