@@ -277,6 +277,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let Some(mask) = header.mask else {
             return Err(protocol_error("unmasked frame from the client"));
         };
+        // A 64-bit length's most significant bit must be 0 (RFC 6455 5.2):
+        // a broken frame, not merely a large one.
+        if length > i64::MAX as u64 {
+            return Err(protocol_error("frame length with its most significant bit set"));
+        }
         match header.opcode {
             OpCode::Control(control) => {
                 if length > MAX_CONTROL_PAYLOAD {
@@ -772,6 +777,7 @@ mod tests {
             ("one-byte close", client_frame(CLOSE, true, &[3])),
             ("close code 1005", client_frame(CLOSE, true, &1005u16.to_be_bytes())),
             ("close code 999", client_frame(CLOSE, true, &999u16.to_be_bytes())),
+            ("length with its top bit set", [&[0x82, 0xff][..], &[0x80, 0, 0, 0, 0, 0, 0, 0], &[0; 4]].concat()),
         ];
         for (name, bytes) in cases {
             let (_, end) = read_all(bytes).await;
