@@ -51,6 +51,8 @@ async fn only_the_hosts_own_pages_may_open_a_socket_by_default() -> anyhow::Resu
     assert_eq!(upgrade(address, "/greeter", "").await?.status, 101, "no Origin: not a browser");
     let own = format!("Origin: http://{address}\r\n");
     assert_eq!(upgrade(address, "/greeter", &own).await?.status, 101, "same origin");
+    let twice = format!("{own}Origin: https://evil.example\r\n");
+    assert_eq!(upgrade(address, "/greeter", &twice).await?.status, 403, "two origins");
     let refused = upgrade(address, "/greeter", "Origin: https://evil.example\r\n").await?;
     assert_eq!((refused.status, refused.body.as_str()), (403, "Origin not allowed."));
     let other_port = format!("Origin: http://{}:1\r\n", address.ip());

@@ -102,7 +102,13 @@ impl OriginPolicy {
     /// may; one with it needs an origin the policy allows, by default the
     /// host the client asked for (`public`, see [`public_authority`]).
     pub fn allows<B>(&self, request: &Request<B>, public: &PublicAuthority) -> bool {
-        let Some(origin) = request.headers().get(header::ORIGIN) else { return true };
+        let mut origins = request.headers().get_all(header::ORIGIN).iter();
+        let Some(origin) = origins.next() else { return true };
+        // One origin per request (RFC 6454 7.2): with two, which one would
+        // the check be about?
+        if origins.next().is_some() {
+            return false;
+        }
         let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else { return false };
         if self.allowed.is_empty() {
             // Same origin: the page came from the host this request is for.
