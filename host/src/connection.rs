@@ -660,7 +660,9 @@ async fn write_client<W: AsyncWrite + Unpin>(
                         counted.bytes_out.inc_by(chunk.len() as u64);
                         writer.queue_data(open.opcode, false, &chunk);
                         open.opcode = OpCode::Data(Data::Continue);
-                        !open.chunks.is_empty()
+                        // Once the guest has ended the body, the message's
+                        // end is ready too: it goes in the same write.
+                        !open.chunks.is_empty() || open.chunks.is_closed()
                     }
                     None => {
                         // If no chunk was sent, the opcode is still the first
