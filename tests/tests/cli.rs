@@ -104,6 +104,23 @@ async fn the_handler_gets_the_clients_close_frame_and_its_stdout_reaches_the_log
 }
 
 #[tokio::test]
+async fn a_shared_instances_log_lines_name_the_instance_not_a_connection() -> anyhow::Result<()> {
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[[route]]\npath = \"/info\"\ncomponent = \"{}\"\ninstance = \"shared\"\n",
+        test_guest("info").display()
+    );
+    let (_server, urls, log) = serve_config(&config);
+    let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;
+    assert!(receive_text(&mut client).await?.starts_with("subprotocol="));
+    client.close(Some(CloseFrame { code: CloseCode::Library(4000), reason: "bye".into() })).await?;
+    while receive(&mut client).await?.is_some() {}
+
+    let logged = log_line(&log, &["client closed with"]);
+    assert!(logged.contains("instance=") && !logged.contains("connection="), "{logged}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_chatty_guest_is_rate_limited_in_the_log() -> anyhow::Result<()> {
     let (_server, urls, log) = serve(&[("/info", test_guest("info"))]);
     let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;

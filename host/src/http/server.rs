@@ -13,6 +13,7 @@ use crate::connection::{self, Compression, Session};
 use crate::metrics::{Metrics, Refused};
 use crate::topics::{Broker, Budget, SlowSubscriber, TopicCounters, TopicsCtx, queue};
 use crate::wasm::bindings::ConnectionInfo;
+use crate::wasm::log::LogSource;
 use crate::wasm::runtime::{Guest, Handler, Runtime};
 use crate::wasm::shared::SharedInstances;
 use crate::wasm::streams::{CHUNK_SIZE, STRICT_MESSAGE_LIMIT};
@@ -370,7 +371,7 @@ impl App {
         let guest = match &route.shared {
             None => {
                 let topics = TopicsCtx::new(self.inner.broker.clone(), id, topic_frames, route.config.max_topics);
-                route.handler.instantiate(id, path, topics).await.map(Guest::Own)
+                route.handler.instantiate(LogSource::Connection(id), path, topics).await.map(Guest::Own)
             }
             Some(shared) => {
                 // Numbered like the connections; its topic messages are

@@ -21,22 +21,43 @@ const BURST_LINES: f64 = 100.0;
 /// ...and per second after that; the rest are counted and reported.
 const LINES_PER_SECOND: f64 = 10.0;
 
+/// Whose guest a log is for: its lines carry `connection=N` or
+/// `instance=N`, so that grepping for a connection finds its own lines only.
+#[derive(Clone, Copy)]
+pub enum LogSource {
+    /// The instance of this connection alone.
+    Connection(u64),
+    /// A shared instance, serving many connections (`instance = "shared"`).
+    SharedInstance(u64),
+}
+
+/// Logs an event of the `wsplug::guest` target at `level`, tagged with the
+/// source, then the other fields and message as `tracing`'s macros take them.
+macro_rules! guest_event {
+    ($level:ident, $source:expr, $($rest:tt)*) => {
+        match $source {
+            LogSource::Connection(connection) => tracing::$level!(target: "wsplug::guest", connection, $($rest)*),
+            LogSource::SharedInstance(instance) => tracing::$level!(target: "wsplug::guest", instance, $($rest)*),
+        }
+    };
+}
+
 /// Where one guest stream's lines go.
 #[derive(Clone)]
 pub struct GuestLog {
-    connection: u64,
+    source: LogSource,
     path: Arc<str>,
     stream: &'static str,
     budget: Arc<Mutex<LineBudget>>,
 }
 
 impl GuestLog {
-    /// The stdout and the stderr of the guest serving `connection` on
-    /// `path`, sharing one rate limit.
-    pub fn pair(connection: u64, path: &str) -> (Self, Self) {
+    /// The stdout and the stderr of the guest of `source` on `path`,
+    /// sharing one rate limit.
+    pub fn pair(source: LogSource, path: &str) -> (Self, Self) {
         let path: Arc<str> = path.into();
-        let budget = Arc::new(Mutex::new(LineBudget::new(connection, path.clone())));
-        let stdout = Self { connection, path, stream: "stdout", budget };
+        let budget = Arc::new(Mutex::new(LineBudget::new(source, path.clone())));
+        let stdout = Self { source, path, stream: "stdout", budget };
         let stderr = Self { stream: "stderr", ..stdout.clone() };
         (stdout, stderr)
     }
@@ -48,7 +69,7 @@ struct LineBudget {
     tokens: f64,
     refilled: Instant,
     dropped: u64,
-    connection: u64,
+    source: LogSource,
     path: Arc<str>,
 }
 
@@ -59,14 +80,14 @@ impl Drop for LineBudget {
 }
 
 impl LineBudget {
-    fn new(connection: u64, path: Arc<str>) -> Self {
-        Self { tokens: BURST_LINES, refilled: Instant::now(), dropped: 0, connection, path }
+    fn new(source: LogSource, path: Arc<str>) -> Self {
+        Self { tokens: BURST_LINES, refilled: Instant::now(), dropped: 0, source, path }
     }
 
     fn report(&self, dropped: u64) {
         if dropped > 0 {
-            let (connection, path) = (self.connection, &*self.path);
-            tracing::warn!(target: "wsplug::guest", connection, path, "{dropped} lines of guest output dropped (rate limit)");
+            let path = &*self.path;
+            guest_event!(warn, self.source, path, "{dropped} lines of guest output dropped (rate limit)");
         }
     }
 
@@ -126,12 +147,12 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
-        let GuestLog { connection, path, stream, budget } = &self.log;
+        let GuestLog { source, path, stream, budget } = &self.log;
         let mut budget = budget.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(dropped) = budget.take() {
             budget.report(dropped);
             let line = String::from_utf8_lossy(&self.line);
-            tracing::info!(target: "wsplug::guest", connection, path = &**path, stream, "{}", line.trim_end_matches('\r'));
+            guest_event!(info, *source, path = &**path, stream, "{}", line.trim_end_matches('\r'));
         }
         self.line.clear();
     }

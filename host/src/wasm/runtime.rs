@@ -10,7 +10,7 @@ use super::bindings::{
 use super::call::{self, Call};
 use super::shared::Lease;
 use crate::topics::{self, TopicsCtx};
-use crate::wasm::log::GuestLog;
+use crate::wasm::log::{GuestLog, LogSource};
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -521,17 +521,17 @@ pub(crate) enum HandlerExports {
 }
 
 impl Handler {
-    /// A fresh instance in a fresh store, for `connection` on `path`, with
-    /// the connection's `topics`. The guest gets what its route's policy
+    /// A fresh instance in a fresh store, for `source` (a connection or a
+    /// shared instance) on `path`, with its `topics`. The guest gets what its route's policy
     /// grants and nothing else; its stdout and stderr go to the host's log;
     /// its memory and CPU time are limited.
     pub(crate) async fn instantiate(
         &self,
-        connection: u64,
+        source: LogSource,
         path: &str,
         topics: TopicsCtx,
     ) -> wasmtime::Result<GuestInstance> {
-        let (stdout, stderr) = GuestLog::pair(connection, path);
+        let (stdout, stderr) = GuestLog::pair(source, path);
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout).stderr(stderr).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         for (name, value) in &self.policy.env {

@@ -19,6 +19,7 @@
 
 use super::bindings::{Decision, HandshakeHandler, HandshakeRequest};
 use super::call::{self, Call};
+use super::log::LogSource;
 use super::runtime::{ConnectionCtx, GuestInstance, Handler, HandlerExports};
 use crate::topics::TopicsCtx;
 use futures_util::StreamExt;
@@ -95,7 +96,7 @@ impl SharedInstances {
             return Ok(Lease { instance: instance.clone(), handshake });
         }
         let (id, topics) = new();
-        let guest = self.handler.instantiate(id, &self.path, topics).await?;
+        let guest = self.handler.instantiate(LogSource::SharedInstance(id), &self.path, topics).await?;
         let (requests, receiver) = mpsc::unbounded_channel();
         let (ended_tx, ended) = watch::channel(None);
         tokio::spawn(drive(guest, receiver, ended_tx, id, self.path.clone()));
