@@ -71,6 +71,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// The most `max-connections` (host or route) may be: far beyond what one
 /// process can hold, and small enough for the arithmetic on it.
 pub const MAX_CONNECTIONS_LIMIT: usize = 10_000_000;
+/// The most `shared-instances` a route may have: each is a live instance.
+const MAX_SHARED_INSTANCES: usize = 4096;
+/// The most `max-header-bytes` and `max-uri-length` may be (1 MiB).
+const MAX_HEADER_BYTES: usize = 1 << 20;
+/// The most `max-headers` may be.
+const MAX_HEADERS: usize = 10_000;
 
 /// Everything `wsplug serve` needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -459,10 +465,11 @@ impl Config {
             if let Err(why) = crate::http::edge::OriginPolicy::new(&route.allowed_origins) {
                 bail!("route {}: allowed-origins: {why}", route.path);
             }
-            if !(0.0..f64::INFINITY).contains(&route.max_messages_per_second)
-                || !(1.0..f64::INFINITY).contains(&route.message_burst)
-            {
-                bail!("route {}: max-messages-per-second must be 0 or more, message-burst 1 or more", route.path);
+            if !is_rate(route.max_messages_per_second) || !is_burst(route.message_burst) {
+                bail!("route {}: max-messages-per-second {RATES}, message-burst {BURSTS}", route.path);
+            }
+            if route.shared_instances > MAX_SHARED_INSTANCES {
+                bail!("route {}: shared-instances must be at most {MAX_SHARED_INSTANCES}", route.path);
             }
             if route.shared_instances == 0 {
                 bail!("route {}: shared-instances must be at least 1", route.path);
@@ -498,14 +505,18 @@ impl Config {
         if self.admin_listen.is_some_and(|admin| admin == self.listen && admin.port() != 0) {
             bail!("admin-listen must not be the public address {}", self.listen);
         }
-        // A range, not `< 0.0`: NaN, which would turn the limit off, is in none.
-        if !(0.0..f64::INFINITY).contains(&self.upgrades_per_second_per_ip)
-            || !(1.0..f64::INFINITY).contains(&self.upgrade_burst_per_ip)
-        {
-            bail!("upgrades-per-second-per-ip must be 0 or more, upgrade-burst-per-ip 1 or more");
+        if !is_rate(self.upgrades_per_second_per_ip) || !is_burst(self.upgrade_burst_per_ip) {
+            bail!("upgrades-per-second-per-ip {RATES}, upgrade-burst-per-ip {BURSTS}");
         }
-        if self.max_header_bytes < 8192 || self.max_headers == 0 || self.max_uri_length == 0 {
-            bail!("max-header-bytes must be at least 8192, max-headers and max-uri-length positive");
+        // hyper allocates room for max-headers headers on every request.
+        if !(8192..=MAX_HEADER_BYTES).contains(&self.max_header_bytes)
+            || !(1..=MAX_HEADERS).contains(&self.max_headers)
+            || !(1..=MAX_HEADER_BYTES).contains(&self.max_uri_length)
+        {
+            bail!(
+                "max-header-bytes must be from 8192 to {MAX_HEADER_BYTES}, max-headers from 1 to {MAX_HEADERS}, \
+                 max-uri-length from 1 to {MAX_HEADER_BYTES}"
+            );
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("tls-cert and tls-key go together: give both or neither");
@@ -524,6 +535,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What a rate (per second) may be, said in errors.
+const RATES: &str = "must be 0 (no limit) or a number from 0.001 up";
+/// What a token bucket's burst may be.
+const BURSTS: &str = "a number from 1 up";
+
+/// A rate of tokens per second: 0 (no limit), or one whose wait for a
+/// token fits in a `Duration` (NaN and infinity are no numbers here).
+fn is_rate(rate: f64) -> bool {
+    rate == 0.0 || (0.001..f64::INFINITY).contains(&rate)
+}
+
+/// A token bucket's size.
+fn is_burst(burst: f64) -> bool {
+    (1.0..f64::INFINITY).contains(&burst)
 }
 
 /// An HTTP token (RFC 9110), the syntax of a subprotocol name.
@@ -698,15 +725,19 @@ mod tests {
         for (setting, why) in [
             ("max-connections = 18446744073709551615", "max-connections must be from 1 to 10000000"),
             ("handshake-timeout = 0", "handshake-timeout must be positive"),
-            ("upgrades-per-second-per-ip = nan", "upgrades-per-second-per-ip must be 0 or more"),
-            ("upgrade-burst-per-ip = inf", "upgrades-per-second-per-ip must be 0 or more"),
+            ("upgrades-per-second-per-ip = nan", "upgrades-per-second-per-ip must be 0 (no limit) or a number"),
+            ("upgrades-per-second-per-ip = 1e-20", "upgrades-per-second-per-ip must be 0 (no limit) or a number"),
+            ("upgrade-burst-per-ip = inf", "upgrade-burst-per-ip a number from 1 up"),
+            ("max-headers = 100000000", "max-headers from 1 to 10000"),
         ] {
             let error = refused(format!("{setting}\n{route}"));
             assert!(error.contains(why), "{setting}: {error}");
         }
         for (setting, why) in [
             ("max-connections = 4611686018427387904", "max-connections must be at most 10000000"),
-            ("max-messages-per-second = nan", "max-messages-per-second must be 0 or more"),
+            ("max-messages-per-second = nan", "max-messages-per-second must be 0 (no limit)"),
+            ("max-messages-per-second = 5e-324", "max-messages-per-second must be 0 (no limit)"),
+            ("shared-instances = 4611686018427387904", "shared-instances must be at most 4096"),
         ] {
             let error = refused(format!("{route}{setting}\n"));
             assert!(error.contains(why), "{setting}: {error}");

@@ -103,8 +103,13 @@ fn closed_with(frame: CloseFrame) -> anyhow::Result<()> {
 fn refusal(err: Error) -> anyhow::Error {
     match err {
         Error::Http(response) => {
+            // The body as far as it came with the head (what a short answer
+            // such as wsplug's own fits in).
             let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            anyhow!("the server answered {}: {}", response.status(), body.trim_end())
+            match body.trim_end() {
+                "" => anyhow!("the server answered {}", response.status()),
+                body => anyhow!("the server answered {}: {body}", response.status()),
+            }
         }
         Error::Io(err) => err.into(),
         err => anyhow!("{err}"),

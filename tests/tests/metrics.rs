@@ -38,7 +38,7 @@ async fn the_figures_count_what_happened() -> anyhow::Result<()> {
     assert_eq!(get(admin, "/metrics", Some("s3cre")).await?.status, 401);
     assert_eq!(get(admin, "/metrics", Some("s3crets")).await?.status, 401);
     // The scheme's name is case-insensitive.
-    let lower = "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: bearer s3cret\r\n\r\n";
+    let lower = "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: bearer  s3cret\r\n\r\n";
     assert_eq!(http_exchange(admin, lower).await?.status, 200);
 
     for name in ["Peter", "John!"] {

@@ -165,9 +165,10 @@ impl AdminApi {
         let Some(given) = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes) else {
             return false;
         };
-        // The scheme's name is case-insensitive (RFC 9110, 11.1), one space
-        // after it (the token68 syntax has no room for more).
+        // The scheme's name is case-insensitive (RFC 9110, 11.1), and one or
+        // more spaces follow it (11.4).
         let Some((scheme, given)) = given.split_at_checked(b"Bearer ".len()) else { return false };
+        let given = given.trim_ascii_start();
         scheme.eq_ignore_ascii_case(b"Bearer ")
             && given.len() == token.len()
             && given.iter().zip(token.as_bytes()).fold(0, |differ, (a, b)| differ | (a ^ b)) == 0

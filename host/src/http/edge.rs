@@ -104,7 +104,7 @@ impl OriginPolicy {
     pub fn allows<B>(&self, request: &Request<B>, public: &PublicAuthority) -> bool {
         let mut origins = request.headers().get_all(header::ORIGIN).iter();
         let Some(origin) = origins.next() else { return true };
-        // One origin per request (RFC 6454 7.2): with two, which one would
+        // One origin per request (RFC 6454 7.3): with two, which one would
         // the check be about?
         if origins.next().is_some() {
             return false;

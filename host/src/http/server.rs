@@ -334,8 +334,12 @@ impl App {
         let from_proxy = peer.is_some_and(|peer| is_trusted(peer.ip(), &self.inner.edge.trusted_proxies));
         let public = public_authority(&request, self.inner.edge.tls, from_proxy);
         if !route.origins.allows(&request, &public) {
-            let origin = request.headers().get(header::ORIGIN).and_then(|origin| origin.to_str().ok());
-            tracing::info!(path, origin, "refused an upgrade from a page of another origin");
+            let origins: Vec<_> =
+                request.headers().get_all(header::ORIGIN).iter().map(|origin| origin.to_str().ok()).collect();
+            match origins[..] {
+                [origin] => tracing::info!(path, origin, "refused an upgrade from a page of another origin"),
+                _ => tracing::info!(path, ?origins, "refused an upgrade with more than one Origin"),
+            }
             metrics.refused(path, Refused::Origin);
             return drained(request, text_response(StatusCode::FORBIDDEN, "Origin not allowed.")).await;
         }

@@ -1,6 +1,7 @@
 //! A guest's stdout and stderr, sent to the host's log a line at a time,
-//! tagged with the route and the connection (target `wsplug::guest`), and
-//! rate-limited per connection so that a chatty guest cannot flood the log.
+//! tagged with the route and the connection, or the instance for a shared
+//! one (target `wsplug::guest`), and rate-limited per instance so that a
+//! chatty guest cannot flood the log.
 
 use bytes::Bytes;
 use std::io;
