@@ -124,3 +124,23 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
     let metadata = std::fs::metadata(path).ok()?;
     Some((metadata.modified().ok()?, metadata.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn only_settings_besides_the_routes_count_as_host_wide() {
+        let first = config("max-connections = 100\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n");
+        assert!(!host_settings_differ(&first, &first.clone()));
+        let routes_changed =
+            config("max-connections = 100\n[[route]]\npath = \"/b\"\ncomponent = \"b.wasm\"\nidle-timeout = 5\n");
+        assert!(!host_settings_differ(&first, &routes_changed));
+        let host_changed = config("max-connections = 200\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n");
+        assert!(host_settings_differ(&first, &host_changed));
+    }
+}
