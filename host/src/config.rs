@@ -721,26 +721,23 @@ mod tests {
         let error = parse("shutdown-grace = 1e300\n").unwrap_err().to_string();
         assert!(error.contains("1e300 is not a number of seconds from 0 to 31536000"), "{error}");
         let route = "\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n";
-        let refused = |text: String| parse(&text).unwrap().validate().unwrap_err().to_string();
-        for (setting, why) in [
-            ("max-connections = 18446744073709551615", "max-connections must be from 1 to 10000000"),
-            ("handshake-timeout = 0", "handshake-timeout must be positive"),
-            ("upgrades-per-second-per-ip = nan", "upgrades-per-second-per-ip must be 0 (no limit) or a number"),
-            ("upgrades-per-second-per-ip = 1e-20", "upgrades-per-second-per-ip must be 0 (no limit) or a number"),
-            ("upgrade-burst-per-ip = inf", "upgrade-burst-per-ip a number from 1 up"),
-            ("max-headers = 100000000", "max-headers from 1 to 10000"),
+        // A host-wide setting goes before the route, a route's after it.
+        let host = |setting: &str| format!("{setting}\n{route}");
+        let in_route = |setting: &str| format!("{route}{setting}\n");
+        for (text, why) in [
+            (host("max-connections = 18446744073709551615"), "max-connections must be from 1 to 10000000"),
+            (host("handshake-timeout = 0"), "handshake-timeout must be positive"),
+            (host("upgrades-per-second-per-ip = nan"), "upgrades-per-second-per-ip must be 0 (no limit) or a number"),
+            (host("upgrades-per-second-per-ip = 1e-20"), "upgrades-per-second-per-ip must be 0 (no limit) or a number"),
+            (host("upgrade-burst-per-ip = inf"), "upgrade-burst-per-ip a number from 1 up"),
+            (host("max-headers = 100000000"), "max-headers from 1 to 10000"),
+            (in_route("max-connections = 4611686018427387904"), "max-connections must be at most 10000000"),
+            (in_route("max-messages-per-second = nan"), "max-messages-per-second must be 0 (no limit)"),
+            (in_route("max-messages-per-second = 5e-324"), "max-messages-per-second must be 0 (no limit)"),
+            (in_route("shared-instances = 4611686018427387904"), "shared-instances must be at most 4096"),
         ] {
-            let error = refused(format!("{setting}\n{route}"));
-            assert!(error.contains(why), "{setting}: {error}");
-        }
-        for (setting, why) in [
-            ("max-connections = 4611686018427387904", "max-connections must be at most 10000000"),
-            ("max-messages-per-second = nan", "max-messages-per-second must be 0 (no limit)"),
-            ("max-messages-per-second = 5e-324", "max-messages-per-second must be 0 (no limit)"),
-            ("shared-instances = 4611686018427387904", "shared-instances must be at most 4096"),
-        ] {
-            let error = refused(format!("{route}{setting}\n"));
-            assert!(error.contains(why), "{setting}: {error}");
+            let error = parse(&text).unwrap().validate().unwrap_err().to_string();
+            assert!(error.contains(why), "{text}: {error}");
         }
     }
 

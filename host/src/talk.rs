@@ -36,8 +36,7 @@ pub async fn talk(url: &str) -> anyhow::Result<()> {
             received = next_or_quiet(&mut stream, input_open) => match received {
                 Some(message) => match print_message(message?) {
                     Received::Message => {}
-                    Received::Closed(None) => return Ok(()),
-                    Received::Closed(Some(frame)) => return closed_with(frame),
+                    Received::Closed(frame) => return closed_with(frame),
                 },
                 None => break,
             },
@@ -89,12 +88,15 @@ fn print_message(message: Message) -> Received {
 }
 
 /// A server's close is a failure of the conversation unless it is a
-/// normal end (1000) or the server going away (1001): `talk` then exits
-/// with an error, for scripts.
-fn closed_with(frame: CloseFrame) -> anyhow::Result<()> {
-    match frame.code {
-        CloseCode::Normal | CloseCode::Away => Ok(()),
-        code => bail!("the server closed the connection with {} {}", u16::from(code), frame.reason),
+/// normal end (1000), the server going away (1001) or a close without a
+/// code: `talk` then exits with an error, for scripts.
+fn closed_with(frame: Option<CloseFrame>) -> anyhow::Result<()> {
+    match frame {
+        None => Ok(()),
+        Some(frame) => match frame.code {
+            CloseCode::Normal | CloseCode::Away => Ok(()),
+            code => bail!("the server closed the connection with {} {}", u16::from(code), frame.reason),
+        },
     }
 }
 

@@ -522,9 +522,9 @@ pub(crate) enum HandlerExports {
 
 impl Handler {
     /// A fresh instance in a fresh store, for `source` (a connection or a
-    /// shared instance) on `path`, with its `topics`. The guest gets what its route's policy
-    /// grants and nothing else; its stdout and stderr go to the host's log;
-    /// its memory and CPU time are limited.
+    /// shared instance) on `path`, with its `topics`. The guest gets what
+    /// its route's policy grants and nothing else; its stdout and stderr go
+    /// to the host's log; its memory and CPU time are limited.
     pub(crate) async fn instantiate(
         &self,
         source: LogSource,
