@@ -85,3 +85,24 @@ async fn a_shared_python_instance_greets_several_connections_at_once() {
     rest[0].expect_text("Hello Mary!").await;
     first.expect_text("Hello Stream!").await;
 }
+
+/// The instance pool holds as many Python and JavaScript instances as
+/// `max-connections`: their components have more core instances (14 for
+/// Python) and memories (2 for JavaScript) than a Rust guest's.
+#[tokio::test]
+async fn the_instance_pool_holds_max_connections_python_and_javascript_instances() {
+    for greeter in [python_greeter(), js_greeter()] {
+        let max_connections = 4;
+        let mut config = Config { instance_pool: true, max_connections, ..Config::default() };
+        config.set_route(RouteConfig::new("/greeter", greeter));
+        let app = TestApp::with_config(config).unwrap();
+        let mut probes = Vec::new();
+        for _ in 0..max_connections {
+            probes.push(app.connect("/greeter").await);
+        }
+        for (index, probe) in probes.iter_mut().enumerate() {
+            probe.send_text(&format!("Peter {index}")).await;
+            probe.expect_text(&format!("Hello Peter {index}!")).await;
+        }
+    }
+}

@@ -144,11 +144,15 @@ pub struct InstancePool {
     pub memory_per_instance: usize,
 }
 
-/// Core instances, memories and tables a handler component needs per
-/// component instance: a Rust guest is its main module plus the small shim
-/// modules the component model adds, with one memory. Generous, since the
-/// cost of a slot that is never used is address space only.
-const CORE_INSTANCES_PER_INSTANCE: u32 = 8;
+/// Core instances, memories and tables the pool holds for each component
+/// instance, and the most a component may have (one that needs more is
+/// refused when it is loaded, not at some count of connections). A Rust
+/// guest is its main module plus the small shim modules the component model
+/// adds (3 core instances), with one memory and two tables; a Python guest
+/// from componentize-py has 14 core instances, a JavaScript one two
+/// memories. A core instance is only counted by the pool, so its budget is
+/// generous; every memory and table slot is address space reserved up front.
+const CORE_INSTANCES_PER_INSTANCE: u32 = 32;
 const MEMORIES_PER_INSTANCE: u32 = 2;
 const TABLES_PER_INSTANCE: u32 = 4;
 
@@ -327,6 +331,9 @@ fn use_pool(config: &mut Config, pool: InstancePool, slots: Slots) {
         .total_core_instances(pool.instances.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
         .total_memories(pool.instances.saturating_mul(MEMORIES_PER_INSTANCE))
         .total_tables(pool.instances.saturating_mul(TABLES_PER_INSTANCE))
+        .max_core_instances_per_component(CORE_INSTANCES_PER_INSTANCE)
+        .max_memories_per_component(MEMORIES_PER_INSTANCE)
+        .max_tables_per_component(TABLES_PER_INSTANCE)
         .total_stacks(pool.instances)
         .max_memory_size(pool.memory_per_instance)
         // A slot's memory is reset for its next instance: the pages a guest
