@@ -140,3 +140,26 @@ async fn with_watch_a_changed_component_is_reloaded_by_itself() -> anyhow::Resul
     assert_eq!(say(&mut connect(&urls[0]).await?, "Peter").await?, "Peter");
     Ok(())
 }
+
+/// A pool sized for components with one memory each (which is what lets
+/// 10,000 connections have 4 GiB slots) refuses a reloaded component with
+/// two (a JavaScript handler), saying why; the running routes go on.
+#[tokio::test]
+async fn a_reloaded_component_that_does_not_fit_the_instance_pool_is_refused() -> anyhow::Result<()> {
+    let site = Site::new("pool")?;
+    site.deploy("echo", "handler.wasm")?;
+    let config = site.configure(&[("/h", "handler.wasm")])?;
+    let routes = std::fs::read_to_string(&config)?;
+    std::fs::write(&config, format!("instance-pool = true\nmax-connections = 10000\n{routes}"))?;
+    let (server, urls, log) = site.serve(&config, &[], 1);
+    assert_eq!(say(&mut connect(&urls[0]).await?, "Peter").await?, "Peter");
+
+    let javascript = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/js/greeter.wasm");
+    site.write("handler.wasm", &std::fs::read(&javascript)?)?;
+    hang_up(&server);
+    let refused = log_line(&log, &["reload refused (SIGHUP)"]);
+    assert!(refused.contains("does not fit the instance pool"), "{refused}");
+    assert!(refused.contains("2 Wasm linear memories"), "{refused}");
+    assert_eq!(say(&mut connect(&urls[0]).await?, "still").await?, "still");
+    Ok(())
+}

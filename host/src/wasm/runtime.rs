@@ -131,6 +131,8 @@ impl WasiView for ConnectionCtx {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<ConnectionCtx>,
+    /// The pool instances come from, if any.
+    pool: Option<InstancePool>,
 }
 
 /// Room for instances allocated once, up front (wasmtime's pooling
@@ -142,6 +144,10 @@ pub struct InstancePool {
     /// The largest linear memory of any instance, in bytes. The pool's
     /// instance memory can never exceed `instances` times this.
     pub memory_per_instance: usize,
+    /// Linear memories per instance: two, or fewer if that is what lets
+    /// wide slots fit (a component that defines more is
+    /// then refused when it is loaded).
+    pub memories_per_instance: u32,
 }
 
 /// Core instances, memories and tables the pool holds for each component
@@ -153,6 +159,7 @@ pub struct InstancePool {
 /// memories. A core instance is only counted by the pool, so its budget is
 /// generous; every memory and table slot is address space reserved up front.
 const CORE_INSTANCES_PER_INSTANCE: u32 = 32;
+/// At most; see [`InstancePool::memories_per_instance`].
 const MEMORIES_PER_INSTANCE: u32 = 2;
 const TABLES_PER_INSTANCE: u32 = 4;
 
@@ -162,7 +169,7 @@ impl Runtime {
     /// 0.3. A thread advances the epoch for as long as the engine lives.
     /// Instances get their memory on demand.
     pub fn new() -> anyhow::Result<Self> {
-        Self::with_config(Config::new())
+        Self::with_config(Config::new(), None)
     }
 
     /// The runtime `config` asks for: with `instance-pool = true`, instances
@@ -183,15 +190,31 @@ impl Runtime {
             }
         }
         if !config.instance_pool {
-            return Self::with_config(engine_config);
+            return Self::with_config(engine_config, None);
         }
         let instances = u32::try_from(config.max_connections).context("max-connections is too large for a pool")?;
         let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
-        let pool = InstancePool { instances, memory_per_instance };
+        let mut pool = InstancePool { instances, memory_per_instance, memories_per_instance: MEMORIES_PER_INSTANCE };
+        if !pool.fits_wide_slots() {
+            // The routes' components may need fewer memory slots each (a Rust
+            // handler has one), and fewer may fit. A file that cannot be read
+            // or parsed is reported when it is loaded.
+            let needed = config
+                .routes
+                .iter()
+                .map(|route| std::fs::read(&route.component).ok().and_then(|bytes| defined_memories(&bytes)))
+                .try_fold(1, |most, memories| Some(most.max(memories?)));
+            if let Some(needed @ ..MEMORIES_PER_INSTANCE) = needed {
+                let fewer = InstancePool { memories_per_instance: needed, ..pool };
+                if fewer.fits_wide_slots() {
+                    pool = fewer;
+                }
+            }
+        }
         if pool.fits_wide_slots() {
             let mut wide = engine_config.clone();
             use_pool(&mut wide, pool, Slots::Wide);
-            match Self::with_config(wide) {
+            match Self::with_config(wide, Some(pool)) {
                 Ok(runtime) => return Ok(runtime),
                 Err(err) => tracing::info!(
                     "the instance pool's 4 GiB memory slots were refused ({:#}): slots of memory-limit instead, \
@@ -201,10 +224,10 @@ impl Runtime {
             }
         }
         use_pool(&mut engine_config, pool, Slots::Compact);
-        Self::with_config(engine_config)
+        Self::with_config(engine_config, Some(pool))
     }
 
-    fn with_config(mut config: Config) -> anyhow::Result<Self> {
+    fn with_config(mut config: Config, pool: Option<InstancePool>) -> anyhow::Result<Self> {
         config.wasm_component_model_async(true);
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
@@ -223,7 +246,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         topics::add_to_linker(&mut linker, |ctx| &mut ctx.topics)?;
-        Ok(Self { engine, linker })
+        Ok(Self { engine, linker, pool })
     }
 
     /// Compiles the component at `path` and checks that it is a handler.
@@ -244,9 +267,15 @@ impl Runtime {
         }
         check_header(bytes).with_context(|| format!("{shown} is not a WebAssembly component"))?;
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{shown} is not a WebAssembly component that wsplug can compile"))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(anyhow::Error::from).with_context(|| match self.pool {
+                Some(pool) => format!(
+                    "{shown} cannot be compiled, or does not fit the instance pool (room per instance: \
+                     {CORE_INSTANCES_PER_INSTANCE} core instances, {} memories, {TABLES_PER_INSTANCE} tables)",
+                    pool.memories_per_instance
+                ),
+                None => format!("{shown} is not a WebAssembly component that wsplug can compile"),
+            })?;
         // Milliseconds from the cache, seconds for a large component without.
         tracing::info!("{shown} compiled in {} ms", started.elapsed().as_millis());
         let pre = self
@@ -301,8 +330,8 @@ const TABLE_KEPT_RESIDENT: usize = 16 << 10;
 const DECOMMIT_BATCH: usize = 16;
 
 /// The address space a pool's linear memories may take in wide slots: half
-/// of x86-64's user address space (128 TiB), about 8,000 instances of two
-/// memories each.
+/// of x86-64's user address space (128 TiB), 8,192 instances of two
+/// memories each, 16,384 of one.
 const WIDE_SLOTS_ADDRESS_SPACE: u64 = 64 << 40;
 
 /// How large a pool's memory slots are.
@@ -319,8 +348,22 @@ impl InstancePool {
     /// Whether wide slots for every memory of the pool fit in
     /// [`WIDE_SLOTS_ADDRESS_SPACE`].
     fn fits_wide_slots(&self) -> bool {
-        u64::from(self.instances) * u64::from(MEMORIES_PER_INSTANCE) * (4 << 30) <= WIDE_SLOTS_ADDRESS_SPACE
+        u64::from(self.instances) * u64::from(self.memories_per_instance) * (4 << 30) <= WIDE_SLOTS_ADDRESS_SPACE
     }
+}
+
+/// The linear memories a component's core modules define: the memory slots
+/// an instance of it takes. `None` if `bytes` cannot be parsed. (A module
+/// instantiated twice counts once here; wasmtime's own count, when the
+/// component is loaded into the pool, refuses it then.)
+fn defined_memories(bytes: &[u8]) -> Option<u32> {
+    let mut memories = 0u32;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let wasmparser::Payload::MemorySection(section) = payload.ok()? {
+            memories = memories.saturating_add(section.count());
+        }
+    }
+    Some(memories)
 }
 
 /// Makes `config` allocate instances from `pool`, in `slots`.
@@ -329,10 +372,10 @@ fn use_pool(config: &mut Config, pool: InstancePool, slots: Slots) {
     pooling
         .total_component_instances(pool.instances)
         .total_core_instances(pool.instances.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
-        .total_memories(pool.instances.saturating_mul(MEMORIES_PER_INSTANCE))
+        .total_memories(pool.instances.saturating_mul(pool.memories_per_instance))
         .total_tables(pool.instances.saturating_mul(TABLES_PER_INSTANCE))
         .max_core_instances_per_component(CORE_INSTANCES_PER_INSTANCE)
-        .max_memories_per_component(MEMORIES_PER_INSTANCE)
+        .max_memories_per_component(pool.memories_per_instance)
         .max_tables_per_component(TABLES_PER_INSTANCE)
         .total_stacks(pool.instances)
         .max_memory_size(pool.memory_per_instance)
@@ -569,10 +612,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wide_slots_fit_up_to_8192_instances() {
-        let pool = |instances| InstancePool { instances, memory_per_instance: 64 << 20 };
-        assert!(pool(8192).fits_wide_slots());
-        assert!(!pool(8193).fits_wide_slots());
-        assert!(!pool(10_000).fits_wide_slots());
+    fn wide_slots_fit_up_to_8192_instances_of_two_memories_and_16384_of_one() {
+        let pool = |instances, memories_per_instance| InstancePool {
+            instances,
+            memory_per_instance: 64 << 20,
+            memories_per_instance,
+        };
+        assert!(pool(8192, 2).fits_wide_slots());
+        assert!(!pool(8193, 2).fits_wide_slots());
+        assert!(!pool(10_000, 2).fits_wide_slots());
+        assert!(pool(10_000, 1).fits_wide_slots());
+        assert!(pool(16_384, 1).fits_wide_slots());
+        assert!(!pool(16_385, 1).fits_wide_slots());
+    }
+
+    #[test]
+    fn the_memories_of_every_core_module_of_a_component_are_counted() {
+        // A core module with one memory of one page.
+        let module = [b"\0asm\x01\0\0\0".as_slice(), &[5, 3, 1, 0, 1]].concat();
+        let component = |modules: usize| {
+            let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+            for _ in 0..modules {
+                bytes.extend([1, module.len() as u8]);
+                bytes.extend(&module);
+            }
+            bytes
+        };
+        assert_eq!(defined_memories(&component(0)), Some(0));
+        assert_eq!(defined_memories(&component(1)), Some(1));
+        assert_eq!(defined_memories(&component(2)), Some(2));
+        assert_eq!(defined_memories(b"\0asm\x0d\0\x01\0\x01\x40"), None);
     }
 }
