@@ -98,8 +98,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Allocate instances from a pool sized for `max-connections`, each
     /// with room for the largest route `memory-limit`: a hard host-wide bound
-    /// on instance memory, and faster connection setup, at the cost of
-    /// bounds checks on the guests' memory accesses. Default false.
+    /// on instance memory, and faster connection setup. Past what 64 TiB of
+    /// 4 GiB slots hold (8,192 instances, or 16,384 of components with one
+    /// memory), at the cost of bounds checks on the guests' memory accesses.
+    /// Default false.
     #[serde(default = "defaults::instance_pool")]
     pub instance_pool: bool,
     /// Keep compiled components on disk, so that the next start (or

@@ -32,6 +32,27 @@ pub fn test_guest(name: &str) -> PathBuf {
     PathBuf::from(env!("WSPLUG_TEST_COMPONENTS")).join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// A component `make` built into the repository's `target/`.
+fn built(relative: &str) -> PathBuf {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative);
+    assert!(
+        file.exists(),
+        "{} is missing: `make greeter-python greeter-js` builds it (`make test` does)",
+        file.display()
+    );
+    file
+}
+
+/// The Python greeter (componentize-py), built by `make greeter-python`.
+pub fn python_greeter() -> PathBuf {
+    built("target/python/greeter.wasm")
+}
+
+/// The JavaScript greeter (componentize-qjs), built by `make greeter-js`.
+pub fn js_greeter() -> PathBuf {
+    built("target/js/greeter.wasm")
+}
+
 /// The `wsplug` binary of this build (`cargo test --workspace` builds it
 /// before running any test).
 pub fn wsplug_binary() -> PathBuf {

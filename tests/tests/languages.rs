@@ -4,30 +4,11 @@
 //! as for the Rust greeter, and a shared Python instance serving several
 //! connections at once.
 
-use std::path::PathBuf;
 use std::time::Duration;
 use wsplug::config::InstanceMode;
 use wsplug::{Config, RouteConfig};
 use wsplug_testkit::{TestApp, WsProbe};
-
-/// A component `make` built into the repository's `target/`.
-fn built(relative: &str) -> PathBuf {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative);
-    assert!(
-        file.exists(),
-        "{} is missing: `make greeter-python greeter-js` builds it (`make test` does)",
-        file.display()
-    );
-    file
-}
-
-fn python_greeter() -> PathBuf {
-    built("target/python/greeter.wasm")
-}
-
-fn js_greeter() -> PathBuf {
-    built("target/js/greeter.wasm")
-}
+use wsplug_tests::{js_greeter, python_greeter};
 
 /// What the Rust greeter's own test says, against `probe`.
 async fn greeter_conversation(mut probe: WsProbe) {
@@ -86,9 +67,10 @@ async fn a_shared_python_instance_greets_several_connections_at_once() {
     first.expect_text("Hello Stream!").await;
 }
 
-/// The instance pool holds as many Python and JavaScript instances as
-/// `max-connections`: their components have more core instances (14 for
-/// Python) and memories (2 for JavaScript) than a Rust guest's.
+/// The instance pool holds an instance per connection up to
+/// `max-connections` for Python and JavaScript handlers too: their
+/// components have more core instances (14 for Python) and memories (2 for
+/// JavaScript) than a Rust guest's.
 #[tokio::test]
 async fn the_instance_pool_holds_max_connections_python_and_javascript_instances() {
     for greeter in [python_greeter(), js_greeter()] {

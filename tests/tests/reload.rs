@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 use wsplug_tests::cli::{Running, log_line, serve_with};
-use wsplug_tests::{Client, example, guard, receive_text};
+use wsplug_tests::{Client, example, guard, js_greeter, receive_text};
 
 /// A directory with a config file and a component of the test's own, which
 /// the test rewrites.
@@ -154,8 +154,7 @@ async fn a_reloaded_component_that_does_not_fit_the_instance_pool_is_refused() -
     let (server, urls, log) = site.serve(&config, &[], 1);
     assert_eq!(say(&mut connect(&urls[0]).await?, "Peter").await?, "Peter");
 
-    let javascript = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/js/greeter.wasm");
-    site.write("handler.wasm", &std::fs::read(&javascript)?)?;
+    site.write("handler.wasm", &std::fs::read(js_greeter())?)?;
     hang_up(&server);
     let refused = log_line(&log, &["reload refused (SIGHUP)"]);
     assert!(refused.contains("does not fit the instance pool"), "{refused}");

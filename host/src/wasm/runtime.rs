@@ -223,6 +223,8 @@ impl Runtime {
                 ),
             }
         }
+        // Compact slots gain nothing from fewer memories per instance.
+        let pool = InstancePool { memories_per_instance: MEMORIES_PER_INSTANCE, ..pool };
         use_pool(&mut engine_config, pool, Slots::Compact);
         Self::with_config(engine_config, Some(pool))
     }
@@ -352,15 +354,40 @@ impl InstancePool {
     }
 }
 
-/// The linear memories a component's core modules define: the memory slots
-/// an instance of it takes. `None` if `bytes` cannot be parsed. (A module
-/// instantiated twice counts once here; wasmtime's own count, when the
-/// component is loaded into the pool, refuses it then.)
+/// The linear memories an instance of a component takes from the pool: those
+/// its core modules define, where that is certain, as wasmtime counts them
+/// when it loads the component into the pool. `None` if `bytes` cannot be
+/// parsed, if a module is instantiated more than once or from inside a
+/// nested component (wasmtime counts a memory per instantiation; such a
+/// component keeps the pool at two memories per instance rather than have
+/// a count made here refuse it at startup). The nested components
+/// `wit-component` adds to give exports their types hold no modules.
 fn defined_memories(bytes: &[u8]) -> Option<u32> {
+    use wasmparser::{Instance, Payload};
     let mut memories = 0u32;
+    let mut instantiated = std::collections::HashSet::new();
+    // Whether each nested module or component being read is a component.
+    let mut nested = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        if let wasmparser::Payload::MemorySection(section) = payload.ok()? {
-            memories = memories.saturating_add(section.count());
+        let in_component = nested.contains(&true);
+        match payload.ok()? {
+            Payload::ModuleSection { .. } if in_component => return None,
+            Payload::ModuleSection { .. } => nested.push(false),
+            Payload::ComponentSection { .. } => nested.push(true),
+            Payload::End(_) => {
+                nested.pop();
+            }
+            Payload::MemorySection(section) => memories = memories.saturating_add(section.count()),
+            Payload::InstanceSection(section) => {
+                for instance in section {
+                    if let Instance::Instantiate { module_index, .. } = instance.ok()?
+                        && (in_component || !instantiated.insert(module_index))
+                    {
+                        return None;
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Some(memories)
@@ -627,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn the_memories_of_every_core_module_of_a_component_are_counted() {
+    fn the_memories_of_a_component_are_counted_where_the_count_is_certain() {
         // A core module with one memory of one page.
         let module = [b"\0asm\x01\0\0\0".as_slice(), &[5, 3, 1, 0, 1]].concat();
         let component = |modules: usize| {
@@ -642,5 +669,23 @@ mod tests {
         assert_eq!(defined_memories(&component(1)), Some(1));
         assert_eq!(defined_memories(&component(2)), Some(2));
         assert_eq!(defined_memories(b"\0asm\x0d\0\x01\0\x01\x40"), None);
+        // Core instance sections: module 0 instantiated once, then twice.
+        let instantiate = |times: u8| {
+            let mut section = vec![times];
+            for _ in 0..times {
+                section.extend([0, 0, 0]); // instantiate module 0 with no arguments
+            }
+            [vec![2, section.len() as u8], section].concat()
+        };
+        assert_eq!(defined_memories(&[component(1), instantiate(1)].concat()), Some(1));
+        assert_eq!(defined_memories(&[component(1), instantiate(2)].concat()), None);
+        // A nested component: without modules (as wit-component adds them) it
+        // changes nothing; with one, the count is not certain.
+        let nested = |modules| {
+            let inner = component(modules);
+            [vec![4, inner.len() as u8], inner].concat()
+        };
+        assert_eq!(defined_memories(&[component(1), nested(0)].concat()), Some(1));
+        assert_eq!(defined_memories(&[component(1), nested(1)].concat()), None);
     }
 }
