@@ -96,7 +96,8 @@ pub struct Config {
     /// upgrades get `503`. Default 10,000.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
-    /// Allocate instances from a pool sized for `max-connections`, each
+    /// Allocate instances from a pool sized for `max-connections` (plus the
+    /// routes' shared instances), each
     /// with room for the largest route `memory-limit`: a hard host-wide bound
     /// on instance memory, and faster connection setup. Past what 64 TiB of
     /// 4 GiB slots hold (8,192 instances, or 16,384 of components with one

@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wsplug::config::InstanceMode;
 use wsplug::{Config, RouteConfig};
+use wsplug_testkit::TestApp;
 use wsplug_tests::{Client, TestServer, config_with, receive, receive_text, test_guest};
 
 fn counter(path: &str, instance: InstanceMode, shared_instances: usize) -> RouteConfig {
@@ -123,4 +124,32 @@ async fn a_shared_instance_decides_handshakes_while_it_serves() -> anyhow::Resul
     first.send(Message::text("still here")).await?;
     assert_eq!(receive_text(&mut first).await?, "still here");
     Ok(())
+}
+
+/// With `instance-pool = true`, a shared instance, which lives on after its
+/// connections, has a slot of its own: `max-connections` connections with
+/// instances of their own still fit. (Through the testkit, on one thread: a
+/// closed connection has given its place back once the probe sees the end.)
+#[tokio::test]
+async fn in_the_instance_pool_a_shared_instance_takes_no_connections_slot() {
+    let max_connections = 2;
+    let mut config =
+        config_with([counter("/own", InstanceMode::PerConnection, 1), counter("/shared", InstanceMode::Shared, 1)]);
+    config.instance_pool = true;
+    config.max_connections = max_connections;
+    let app = TestApp::with_config(config).unwrap();
+    let mut shared = app.connect("/shared").await;
+    shared.send_text("a").await;
+    shared.expect_text("1").await;
+    shared.send_close(1000, "").await;
+    shared.expect_close(1000).await;
+    shared.expect_completion().await;
+    let mut own = Vec::new();
+    for _ in 0..max_connections {
+        own.push(app.connect("/own").await);
+    }
+    for probe in &mut own {
+        probe.send_text("b").await;
+        probe.expect_text("1").await;
+    }
 }

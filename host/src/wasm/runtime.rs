@@ -192,7 +192,16 @@ impl Runtime {
         if !config.instance_pool {
             return Self::with_config(engine_config, None);
         }
-        let instances = u32::try_from(config.max_connections).context("max-connections is too large for a pool")?;
+        // An instance per connection, and the shared instances, which live on
+        // between their connections.
+        let shared: usize = config
+            .routes
+            .iter()
+            .filter(|route| route.instance == crate::config::InstanceMode::Shared)
+            .map(|route| route.shared_instances)
+            .sum();
+        let instances =
+            u32::try_from(config.max_connections + shared).context("max-connections is too large for a pool")?;
         let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
         let mut pool = InstancePool { instances, memory_per_instance, memories_per_instance: MEMORIES_PER_INSTANCE };
         if !pool.fits_wide_slots() {
