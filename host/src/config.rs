@@ -97,12 +97,11 @@ pub struct Config {
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
     /// Allocate instances from a pool sized for `max-connections` (plus the
-    /// routes' shared instances), each
-    /// with room for the largest route `memory-limit`: a hard host-wide bound
-    /// on instance memory, and faster connection setup. Past what 64 TiB of
-    /// 4 GiB slots hold (8,192 instances, or 16,384 of components with one
-    /// memory), at the cost of bounds checks on the guests' memory accesses.
-    /// Default false.
+    /// routes' shared instances), each with room for the largest route
+    /// `memory-limit`: a hard host-wide bound on instance memory, and faster
+    /// connection setup. Past what 64 TiB of 4 GiB slots hold (8,192
+    /// instances, or 16,384 of components with one memory), at the cost of
+    /// bounds checks on the guests' memory accesses. Default false.
     #[serde(default = "defaults::instance_pool")]
     pub instance_pool: bool,
     /// Keep compiled components on disk, so that the next start (or

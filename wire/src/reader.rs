@@ -474,8 +474,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// While the client is quiet and nothing is left over, the reader holds
     /// no buffer: an idle connection would otherwise keep `READ_SIZE` bytes
-    /// that it does not use, most of what the host spends on it outside the
-    /// sandbox. The buffer comes back, in a single allocation, when the
+    /// that it does not use, the largest single part of what the host
+    /// allocates for it. The buffer comes back, in a single allocation, when the
     /// socket wakes the reader.
     async fn fill(&mut self) -> ReadResult<()> {
         let read = poll_fn(|cx| {

@@ -9,6 +9,7 @@ use super::bindings::{
 };
 use super::call::{self, Call};
 use super::shared::Lease;
+use crate::config::InstanceMode;
 use crate::topics::{self, TopicsCtx};
 use crate::wasm::log::{GuestLog, LogSource};
 use anyhow::{Context as _, bail};
@@ -145,8 +146,8 @@ pub struct InstancePool {
     /// instance memory can never exceed `instances` times this.
     pub memory_per_instance: usize,
     /// Linear memories per instance: two, or fewer if that is what lets
-    /// wide slots fit (a component that defines more is
-    /// then refused when it is loaded).
+    /// wide slots fit (a component that defines more is then refused when
+    /// it is loaded).
     pub memories_per_instance: u32,
 }
 
@@ -192,34 +193,7 @@ impl Runtime {
         if !config.instance_pool {
             return Self::with_config(engine_config, None);
         }
-        // An instance per connection, and the shared instances, which live on
-        // between their connections.
-        let shared: usize = config
-            .routes
-            .iter()
-            .filter(|route| route.instance == crate::config::InstanceMode::Shared)
-            .map(|route| route.shared_instances)
-            .sum();
-        let instances =
-            u32::try_from(config.max_connections + shared).context("max-connections is too large for a pool")?;
-        let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
-        let mut pool = InstancePool { instances, memory_per_instance, memories_per_instance: MEMORIES_PER_INSTANCE };
-        if !pool.fits_wide_slots() {
-            // The routes' components may need fewer memory slots each (a Rust
-            // handler has one), and fewer may fit. A file that cannot be read
-            // or parsed is reported when it is loaded.
-            let needed = config
-                .routes
-                .iter()
-                .map(|route| std::fs::read(&route.component).ok().and_then(|bytes| defined_memories(&bytes)))
-                .try_fold(1, |most, memories| Some(most.max(memories?)));
-            if let Some(needed @ ..MEMORIES_PER_INSTANCE) = needed {
-                let fewer = InstancePool { memories_per_instance: needed, ..pool };
-                if fewer.fits_wide_slots() {
-                    pool = fewer;
-                }
-            }
-        }
+        let pool = InstancePool::for_config(config)?;
         if pool.fits_wide_slots() {
             let mut wide = engine_config.clone();
             use_pool(&mut wide, pool, Slots::Wide);
@@ -356,6 +330,41 @@ enum Slots {
 }
 
 impl InstancePool {
+    /// The pool `config` calls for: an instance per connection, and the
+    /// routes' shared instances, which live on between their connections;
+    /// memories per instance as few as lets wide slots fit, if any number
+    /// does.
+    fn for_config(config: &crate::Config) -> anyhow::Result<Self> {
+        let shared: usize = config
+            .routes
+            .iter()
+            .filter(|route| route.instance == InstanceMode::Shared)
+            .map(|route| route.shared_instances)
+            .sum();
+        let instances =
+            u32::try_from(config.max_connections + shared).context("max-connections is too large for a pool")?;
+        let memory_per_instance = config.routes.iter().map(|route| route.memory_limit).max().unwrap_or_default();
+        let pool = Self { instances, memory_per_instance, memories_per_instance: MEMORIES_PER_INSTANCE };
+        if pool.fits_wide_slots() {
+            return Ok(pool);
+        }
+        // The routes' components may need fewer memory slots each (a Rust
+        // handler has one), and fewer may fit. A file that cannot be read or
+        // parsed is reported when it is loaded.
+        let needed = config
+            .routes
+            .iter()
+            .map(|route| std::fs::read(&route.component).ok().and_then(|bytes| defined_memories(&bytes)))
+            .try_fold(1, |most, memories| Some(most.max(memories?)));
+        match needed {
+            Some(needed @ ..MEMORIES_PER_INSTANCE) => {
+                let fewer = Self { memories_per_instance: needed, ..pool };
+                Ok(if fewer.fits_wide_slots() { fewer } else { pool })
+            }
+            _ => Ok(pool),
+        }
+    }
+
     /// Whether wide slots for every memory of the pool fit in
     /// [`WIDE_SLOTS_ADDRESS_SPACE`].
     fn fits_wide_slots(&self) -> bool {
