@@ -658,7 +658,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
                 match chunk {
                     Some(chunk) => {
                         counted.bytes_out.inc_by(chunk.len() as u64);
-                        writer.queue_data(open.opcode, false, &chunk);
+                        writer.queue_data(open.opcode, false, chunk);
                         open.opcode = OpCode::Data(Data::Continue);
                         // Once the guest has ended the body, the message's
                         // end is ready too: it goes in the same write.
@@ -667,7 +667,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
                     None => {
                         // If no chunk was sent, the opcode is still the first
                         // one: the message goes out whole, and empty.
-                        writer.queue_data(open.opcode, true, &[]);
+                        writer.queue_data(open.opcode, true, Bytes::new());
                         body = None;
                         !outgoing.is_empty()
                     }
@@ -706,7 +706,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
                 Some(GuestMessage::Strict { text, payload }) => {
                     activity.touch();
                     count(&counted.messages_out, &counted.bytes_out, payload.len());
-                    writer.queue_data(OpCode::Data(if text { Data::Text } else { Data::Binary }), true, &payload);
+                    writer.queue_data(OpCode::Data(if text { Data::Text } else { Data::Binary }), true, payload);
                     !outgoing.is_empty()
                 }
                 Some(GuestMessage::Streamed { text, chunks }) => {

@@ -31,8 +31,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 use tokio_util::io::poll_read_buf;
 
-/// How much the reader asks the socket for at once.
-const READ_SIZE: usize = 16 * 1024;
+/// How much the reader asks the socket for at once: 16 KiB of payload and
+/// the largest frame header, so that a frame of up to 16 KiB (the most a
+/// chunk holds) comes in one read, into a buffer that does not have to grow
+/// (and copy what it holds) for the last bytes of the frame.
+const READ_SIZE: usize = 16 * 1024 + MAX_HEADER;
+
+/// The largest frame header a client sends: 2 bytes, a 64-bit length and a
+/// mask.
+const MAX_HEADER: usize = 14;
 
 /// The largest payload a control frame may have.
 const MAX_CONTROL_PAYLOAD: u64 = 125;
@@ -466,6 +473,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         self.buffer.advance(header_size);
         let mut payload = self.buffer.split_to(length);
+        if self.buffer.is_empty() {
+            // Nothing read beyond the frame: the payload keeps the allocation
+            // to itself, so that making it a `Vec` for the guest moves the
+            // bytes in place instead of copying them into a new one.
+            self.buffer = BytesMut::new();
+        }
         unmask(&mut payload, mask, 0);
         Ok(payload)
     }

@@ -2,9 +2,9 @@
 //! the caller flushes, so that a burst of messages costs one write.
 //!
 //! A frame built elsewhere and shared (a topic message, framed once for all
-//! its subscribers by [`frame`]) is queued as it is, without a copy, and the
-//! flush hands the buffer and the shared frames to the socket as one
-//! vectored write.
+//! its subscribers by [`frame`]) is queued as it is, without a copy, and so
+//! is a large payload, behind its header; the flush hands the buffer and
+//! those segments to the socket as one vectored write.
 //!
 //! With permessage-deflate negotiated, a whole message of at least the
 //! threshold and every fragmented message go out compressed (RSV1 on the
@@ -22,6 +22,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 /// Queued bytes beyond which [`FrameWriter::wants_flush`] says so, even if
 /// more is about to be queued.
 const FLUSH_SIZE: usize = 64 * 1024;
+
+/// Payloads of at least this size are queued as they are, behind their
+/// header, rather than copied into the buffer: past a few KiB the copy costs
+/// more than one more segment of the vectored write.
+const COPY_LIMIT: usize = 4 * 1024;
 
 /// A whole server frame (unmasked, final) of `payload`, ready to be shared.
 pub fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
@@ -41,11 +46,16 @@ pub fn payload_length(frame: &[u8]) -> usize {
 }
 
 fn put_frame(buffer: &mut BytesMut, opcode: OpCode, is_final: bool, rsv1: bool, payload: &[u8]) {
-    let header = FrameHeader { is_final, rsv1, opcode, ..FrameHeader::default() };
-    let length = payload.len() as u64;
-    buffer.reserve(header.len(length) + payload.len());
-    header.format(length, &mut buffer.writer()).expect("writing to memory does not fail");
+    put_header(buffer, opcode, is_final, rsv1, payload.len(), payload.len());
     buffer.extend_from_slice(payload);
+}
+
+/// The header of a frame whose payload is `length` bytes, with room for
+/// `then` more bytes after it.
+fn put_header(buffer: &mut BytesMut, opcode: OpCode, is_final: bool, rsv1: bool, length: usize, then: usize) {
+    let header = FrameHeader { is_final, rsv1, opcode, ..FrameHeader::default() };
+    buffer.reserve(header.len(length as u64) + then);
+    header.format(length as u64, &mut buffer.writer()).expect("writing to memory does not fail");
 }
 
 /// Frames on their way to the client.
@@ -93,21 +103,31 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Queues a frame of a message: a whole one (`is_final` with a text or
     /// binary opcode), or a fragment. Compressed if permessage-deflate says
     /// so (see the module's documentation).
-    pub fn queue_data(&mut self, opcode: OpCode, is_final: bool, payload: &[u8]) {
+    pub fn queue_data(&mut self, opcode: OpCode, is_final: bool, payload: Bytes) {
         let Some(compression) = &mut self.compression else {
-            return self.queue(opcode, is_final, payload);
+            return self.queue_uncompressed(opcode, is_final, payload);
         };
         let first = matches!(opcode, OpCode::Data(Data::Text | Data::Binary));
         let compress = if first { !is_final || payload.len() >= compression.threshold } else { compression.open };
         if !compress {
-            return self.queue(opcode, is_final, payload);
+            return self.queue_uncompressed(opcode, is_final, payload);
         }
         compression.open = !is_final;
-        let deflated = compression.deflater.deflate(payload, is_final);
+        let deflated = compression.deflater.deflate(&payload, is_final);
         put_frame(&mut self.buffer, opcode, is_final, first, &deflated);
     }
 
-    /// Queues a whole frame made by [`frame`], without copying it.
+    /// Queues a data frame as it is; a large payload is not copied.
+    fn queue_uncompressed(&mut self, opcode: OpCode, is_final: bool, payload: Bytes) {
+        if payload.len() < COPY_LIMIT {
+            return self.queue(opcode, is_final, &payload);
+        }
+        put_header(&mut self.buffer, opcode, is_final, false, payload.len(), 0);
+        self.queue_frame(payload);
+    }
+
+    /// Queues a whole frame made by [`frame`], or a payload behind the
+    /// header just queued, without copying it.
     pub fn queue_frame(&mut self, frame: Bytes) {
         self.seal_buffer();
         self.shared.push(frame);
@@ -233,6 +253,27 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn large_payloads_go_out_behind_their_headers_without_a_copy() {
+        let large = Bytes::from(vec![7; COPY_LIMIT]);
+        let mut writer = FrameWriter::new(Vec::new());
+        writer.queue_data(OpCode::Data(Data::Text), true, Bytes::from_static(b"small"));
+        writer.queue_data(OpCode::Data(Data::Binary), false, large.clone());
+        writer.queue_data(OpCode::Data(Data::Continue), true, Bytes::from_static(b"end"));
+        // Queued as it is: the writer holds the payload's own bytes.
+        assert!(writer.shared.segments.iter().any(|segment| segment.as_ptr() == large.as_ptr()));
+        assert!(writer.buffer.len() < 16);
+        writer.flush().await.unwrap();
+        assert_eq!(
+            frames(&writer.io),
+            [
+                (false, OpCode::Data(Data::Text), true, b"small".to_vec()),
+                (false, OpCode::Data(Data::Binary), false, large.to_vec()),
+                (false, OpCode::Data(Data::Continue), true, b"end".to_vec()),
+            ]
+        );
+    }
+
     /// The frames in `bytes`: RSV1, opcode, fin and payload.
     fn frames(mut bytes: &[u8]) -> Vec<(bool, OpCode, bool, Vec<u8>)> {
         let mut frames = Vec::new();
@@ -259,12 +300,12 @@ mod tests {
         let params = DeflateParams { client_no_context_takeover: false, server_max_window_bits: 10 };
         let mut writer = FrameWriter::new(Vec::new()).with_deflate(params, 16);
         let long = "a message long enough to be worth it ".repeat(4);
-        writer.queue_data(OpCode::Data(Data::Text), true, b"short");
-        writer.queue_data(OpCode::Data(Data::Text), true, long.as_bytes());
-        writer.queue_data(OpCode::Data(Data::Binary), false, b"frag");
+        writer.queue_data(OpCode::Data(Data::Text), true, Bytes::from_static(b"short"));
+        writer.queue_data(OpCode::Data(Data::Text), true, Bytes::from(long.clone()));
+        writer.queue_data(OpCode::Data(Data::Binary), false, Bytes::from_static(b"frag"));
         writer.queue(OpCode::Control(Control::Ping), true, b"");
-        writer.queue_data(OpCode::Data(Data::Continue), false, b"ment");
-        writer.queue_data(OpCode::Data(Data::Continue), true, b"");
+        writer.queue_data(OpCode::Data(Data::Continue), false, Bytes::from_static(b"ment"));
+        writer.queue_data(OpCode::Data(Data::Continue), true, Bytes::new());
         writer.flush().await.unwrap();
         let frames = frames(&writer.io);
         assert_eq!(frames.len(), 6);
