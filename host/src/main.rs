@@ -162,6 +162,8 @@ impl ServeArgs {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // `wsplug talk ... | head -1`: the reader has what it wanted.
+        Err(err) if err.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
@@ -172,26 +174,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// Standard output was closed by whoever read it.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Prints a line on standard output. Unlike `println!`, which panics, a
+/// closed pipe ends the command quietly ([`StdoutClosed`]) and any other
+/// failure (a full disk) is an error like any other.
+fn say(line: std::fmt::Arguments) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{line}").map_err(|err| match err.kind() {
+        std::io::ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
+        _ => anyhow::Error::new(err).context("cannot write to standard output"),
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.config()?;
-            init_logging(&config.log, config.log_format);
+            init_logging(&config.log, config.log_format)?;
             runtime()?.block_on(serve(config, *args))
         }
         Command::Check { component } => {
             // Quiet, but for a warning about the cache.
-            init_logging("wsplug=warn", LogFormat::Text);
+            init_logging("wsplug=warn", LogFormat::Text)?;
             check(&component)
         }
         Command::New { path, sink_source, wsplug } => {
             let kind = if sink_source { scaffold::Kind::SinkSource } else { scaffold::Kind::Flow };
             scaffold::new_handler(&path, kind, wsplug.as_deref())?;
-            println!("created {}: `cargo test` there runs its test, `cargo handler` builds it", path.display());
-            Ok(())
+            say(format_args!("created {}: `cargo test` there runs its test, `cargo handler` builds it", path.display()))
         }
         Command::Talk { url } => {
-            init_logging("wsplug=info", LogFormat::Text);
+            init_logging("wsplug=info", LogFormat::Text)?;
             runtime()?.block_on(talk::talk(&url))
         }
     }
@@ -204,27 +228,38 @@ fn check(component: &std::path::Path) -> anyhow::Result<()> {
     let handler =
         Runtime::for_config(&Config::default())?.load(component, RouteConfig::new("/", component).guest_policy())?;
     let described = handler.describe();
-    println!("{}: a wsplug handler that this host can serve", component.display());
-    println!("  world:     {}", described.world);
+    say(format_args!("{}: a wsplug handler that this host can serve", component.display()))?;
+    say(format_args!("  world:     {}", described.world))?;
     let handshake = if described.handshake { "its own (exports handshake)" } else { "the host's default" };
-    println!("  handshake: {handshake}");
-    println!("  exports:   {}", described.exports.join(", "));
-    println!("  imports:   {}", described.imports.join(", "));
-    Ok(())
+    say(format_args!("  handshake: {handshake}"))?;
+    say(format_args!("  exports:   {}", described.exports.join(", ")))?;
+    say(format_args!("  imports:   {}", described.imports.join(", ")))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into());
+/// Logs to standard error, filtered by `RUST_LOG` if set, else by `filter`
+/// (the `log` setting). A filter that does not parse is an error: leniently
+/// parsed, it would drop the bad part and log nothing at all.
+fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => {
+            EnvFilter::try_new(&env).with_context(|| format!("RUST_LOG={env:?} is not a log filter"))?
+        }
+        _ => EnvFilter::try_new(filter).with_context(|| {
+            format!("log = {filter:?} is not a log filter (such as \"info\" or \"wsplug=debug,warn\")")
+        })?,
+    };
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         // Colours only for a person at a terminal, not for files and pipes.
         LogFormat::Text => subscriber.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
         LogFormat::Json => subscriber.json().init(),
     }
+    Ok(())
 }
 
 async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! of standard input is sent as a text message; each message received is
 //! printed as it arrives.
 
+use crate::say;
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
@@ -28,13 +29,13 @@ pub async fn talk(url: &str) -> anyhow::Result<()> {
         tokio::select! {
             line = lines.next_line(), if input_open => match line? {
                 Some(line) => {
-                    println!("> {line}");
+                    say(format_args!("> {line}"))?;
                     sink.send(Message::text(line)).await?;
                 }
                 None => input_open = false,
             },
             received = next_or_quiet(&mut stream, input_open) => match received {
-                Some(message) => match print_message(message?) {
+                Some(message) => match print_message(message?)? {
                     Received::Message => {}
                     Received::Closed(frame) => return closed_with(frame),
                 },
@@ -71,20 +72,20 @@ enum Received {
 }
 
 /// Prints a received message.
-fn print_message(message: Message) -> Received {
+fn print_message(message: Message) -> anyhow::Result<Received> {
     match message {
-        Message::Text(text) => println!("< {text}"),
-        Message::Binary(data) => println!("< [binary, {} bytes]", data.len()),
+        Message::Text(text) => say(format_args!("< {text}"))?,
+        Message::Binary(data) => say(format_args!("< [binary, {} bytes]", data.len()))?,
         Message::Close(frame) => {
             match &frame {
-                Some(frame) => println!("closed by the server: {} {}", u16::from(frame.code), frame.reason),
-                None => println!("closed by the server"),
+                Some(frame) => say(format_args!("closed by the server: {} {}", u16::from(frame.code), frame.reason))?,
+                None => say(format_args!("closed by the server"))?,
             }
-            return Received::Closed(frame);
+            return Ok(Received::Closed(frame));
         }
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
     }
-    Received::Message
+    Ok(Received::Message)
 }
 
 /// A server's close is a failure of the conversation unless it is a

@@ -269,6 +269,54 @@ async fn a_guest_that_never_writes_is_closed_as_idle_and_logged() -> anyhow::Res
 }
 
 #[test]
+fn output_that_cannot_be_written_ends_quietly_or_with_an_error_never_a_panic() {
+    let no_panic = |stderr: &str| assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    // A full disk is an error.
+    let full = std::fs::File::create("/dev/full").expect("/dev/full");
+    let output = Command::new(wsplug_binary())
+        .env("RUST_BACKTRACE", "1")
+        .arg("check")
+        .arg(example("echo"))
+        .stdout(full)
+        .output()
+        .expect("wsplug runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to standard output"), "{stderr}");
+    no_panic(&stderr);
+
+    // A reader that has read enough (`| head -1`) ends `talk` quietly.
+    let (_server, urls, _log) = serve(&[("/ticker", example("ticker"))]);
+    let mut talk = Command::new(wsplug_binary())
+        .env("RUST_BACKTRACE", "1")
+        .args(["talk", &format!("{}?interval_ms=10", urls[0])])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start wsplug talk");
+    let mut stdout = talk.stdout.take().unwrap();
+    let mut first = [0; 8];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let output = talk.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    no_panic(&stderr);
+
+    // A log filter that does not parse would log nothing at all.
+    let output = Command::new(wsplug_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "[[["])
+        .arg("--route")
+        .arg(format!("/echo={}", example("echo").display()))
+        .output()
+        .expect("wsplug runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(r#"log = "[[[" is not a log filter"#), "{stderr}");
+}
+
+#[test]
 fn check_tells_what_a_component_is_or_why_it_cannot_be_served() {
     let check = |component: &std::path::Path| {
         let output = Command::new(wsplug_binary()).arg("check").arg(component).output().expect("wsplug runs");
