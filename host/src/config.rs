@@ -458,6 +458,9 @@ impl Config {
             if !route.path.starts_with('/') {
                 bail!("route path `{}` must start with `/`", route.path);
             }
+            if route.path.contains(['?', '#']) {
+                bail!("route path `{}` must not contain `?` or `#`: a route matches the path alone", route.path);
+            }
             if self.routes[..index].iter().any(|earlier| earlier.path == route.path) {
                 bail!("route path `{}` is given twice", route.path);
             }
@@ -476,21 +479,27 @@ impl Config {
             if route.shared_instances == 0 {
                 bail!("route {}: shared-instances must be at least 1", route.path);
             }
+            if route.shared_instances > 1 && route.instance != InstanceMode::Shared {
+                bail!("route {}: shared-instances is for `instance = \"shared\"`, which this route is not", route.path);
+            }
+            for (key, duration) in [("idle-timeout", route.idle_timeout), ("ping-interval", route.ping_interval)] {
+                if !duration.is_zero() && duration < MIN_TIMER {
+                    bail!("route {}: {key} must be 0 (off) or at least {} s", route.path, MIN_TIMER.as_secs_f64());
+                }
+            }
             if route.max_connections.is_some_and(|max| max > MAX_CONNECTIONS_LIMIT) {
                 bail!("route {}: max-connections must be at most {MAX_CONNECTIONS_LIMIT}", route.path);
             }
-            if route.max_connections == Some(0)
-                || route.max_message_size == 0
-                || route.max_frame_size == 0
-                || route.memory_limit == 0
-                || route.cpu_budget.is_zero()
-                || route.max_buffered == 0
-            {
-                bail!(
-                    "route {}: max-connections, max-message-size, max-frame-size, memory-limit, cpu-budget \
-                     and max-buffered must be positive",
-                    route.path
-                );
+            let zero = [
+                ("max-connections", route.max_connections == Some(0)),
+                ("max-message-size", route.max_message_size == 0),
+                ("max-frame-size", route.max_frame_size == 0),
+                ("memory-limit", route.memory_limit == 0),
+                ("cpu-budget", route.cpu_budget.is_zero()),
+                ("max-buffered", route.max_buffered == 0),
+            ];
+            if let Some((key, _)) = zero.iter().find(|(_, zero)| *zero) {
+                bail!("route {}: {key} must be positive", route.path);
             }
         }
         for served in &self.static_dirs {
@@ -532,12 +541,45 @@ impl Config {
         if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS_LIMIT {
             bail!("max-connections must be from 1 to {MAX_CONNECTIONS_LIMIT}");
         }
+        if self.http2_max_concurrent_streams == 0 {
+            bail!("http2-max-concurrent-streams must be at least 1: with 0 no WebSocket could open over HTTP/2");
+        }
+        match (&self.admin_token, self.admin_listen) {
+            (Some(token), _) if token.is_empty() => {
+                bail!("admin-token must not be empty: no request could give it (leave it out for no token)")
+            }
+            (Some(_), None) => bail!("admin-token is set but admin-listen is not: there is no admin API to protect"),
+            _ => {}
+        }
         if self.handshake_timeout.is_zero() {
             bail!("handshake-timeout must be positive: it is how long a client may take to send its request");
         }
         Ok(())
     }
+
+    /// Settings that are valid but do not do what they seem to, each said as
+    /// a warning to log.
+    pub fn advice(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|route| !route.ping_interval.is_zero() && route.ping_interval >= route.idle_timeout)
+            .filter(|route| !route.idle_timeout.is_zero())
+            .map(|route| {
+                format!(
+                    "route {}: idle-timeout ({} s) is not longer than ping-interval ({} s), so a quiet client is \
+                     closed as idle before it is pinged; make ping-interval shorter to keep such clients",
+                    route.path,
+                    route.idle_timeout.as_secs_f64(),
+                    route.ping_interval.as_secs_f64()
+                )
+            })
+            .collect()
+    }
 }
+
+/// The shortest `idle-timeout` and `ping-interval` but 0 (off): shorter
+/// ones would close every connection at once or flood it with pings.
+const MIN_TIMER: Duration = Duration::from_millis(100);
 
 /// What a rate (per second) may be, said in errors.
 const RATES: &str = "must be 0 (no limit) or a number from 0.001 up";
@@ -653,13 +695,38 @@ mod defaults {
 /// Durations as a number of seconds (fractions allowed), at most a year:
 /// deadlines are computed from them, and a longer one is a typo.
 mod seconds {
-    use serde::{Deserialize, Deserializer, de::Error};
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
     use std::time::Duration;
 
     const A_YEAR: f64 = 365.0 * 24.0 * 3600.0;
 
+    /// A number, integer or not; anything else (`"1ms"`) is refused with
+    /// what is expected.
+    struct Seconds;
+
+    impl Visitor<'_> for Seconds {
+        type Value = f64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number of seconds, such as 30 or 0.5")
+        }
+
+        fn visit_f64<E: Error>(self, seconds: f64) -> Result<f64, E> {
+            Ok(seconds)
+        }
+
+        fn visit_i64<E: Error>(self, seconds: i64) -> Result<f64, E> {
+            Ok(seconds as f64)
+        }
+
+        fn visit_u64<E: Error>(self, seconds: u64) -> Result<f64, E> {
+            Ok(seconds as f64)
+        }
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let seconds = f64::deserialize(deserializer)?;
+        let seconds = deserializer.deserialize_f64(Seconds)?;
         match Duration::try_from_secs_f64(seconds) {
             Ok(duration) if seconds <= A_YEAR => Ok(duration),
             // Debug: 1e300 stays 1e300, not three hundred digits.
@@ -737,10 +804,43 @@ mod tests {
             (in_route("max-messages-per-second = nan"), "max-messages-per-second must be 0 (no limit)"),
             (in_route("max-messages-per-second = 5e-324"), "max-messages-per-second must be 0 (no limit)"),
             (in_route("shared-instances = 4611686018427387904"), "shared-instances must be at most 4096"),
+            (in_route("shared-instances = 4"), "shared-instances is for `instance = \"shared\"`"),
+            (in_route("ping-interval = 0.001"), "route /a: ping-interval must be 0 (off) or at least 0.1 s"),
+            (in_route("idle-timeout = 1e-7"), "route /a: idle-timeout must be 0 (off) or at least 0.1 s"),
+            (in_route("max-message-size = 0"), "route /a: max-message-size must be positive"),
+            (in_route("cpu-budget = 0"), "route /a: cpu-budget must be positive"),
+            (route.replace("/a", "/a?b=1"), "route path `/a?b=1` must not contain `?` or `#`"),
+            (host("http2-max-concurrent-streams = 0"), "http2-max-concurrent-streams must be at least 1"),
+            (host("admin-token = \"secret\""), "admin-token is set but admin-listen is not"),
+            (host("admin-listen = \"127.0.0.1:0\"\nadmin-token = \"\""), "admin-token must not be empty"),
         ] {
             let error = parse(&text).unwrap().validate().unwrap_err().to_string();
             assert!(error.contains(why), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn durations_are_seconds_and_a_timeout_before_the_first_ping_is_pointed_out() {
+        let route = "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n";
+        let error = parse(&format!("{route}ping-interval = \"1ms\"\n")).unwrap_err().to_string();
+        assert!(error.contains("expected a number of seconds, such as 30 or 0.5"), "{error}");
+        let config = parse(&format!("{route}idle-timeout = 10\nping-interval = 0.5\n")).unwrap();
+        assert_eq!((config.routes[0].idle_timeout, config.routes[0].ping_interval), (secs(10.0), secs(0.5)));
+        assert!(config.advice().is_empty());
+        // The default ping-interval is 30 s.
+        let config = parse(&format!("{route}idle-timeout = 10\n")).unwrap();
+        config.validate().unwrap();
+        let advice = config.advice();
+        assert_eq!(advice.len(), 1);
+        assert!(
+            advice[0].contains("route /a: idle-timeout (10 s) is not longer than ping-interval (30 s)"),
+            "{advice:?}"
+        );
+        assert!(parse(&format!("{route}idle-timeout = 10\nping-interval = 0\n")).unwrap().advice().is_empty());
+    }
+
+    fn secs(seconds: f64) -> Duration {
+        Duration::from_secs_f64(seconds)
     }
 
     #[test]

@@ -290,6 +290,9 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let hangup = signal(SignalKind::hangup()).context("cannot wait for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot wait for SIGTERM")?;
     let address = server.local_addr()?;
+    for advice in config.advice() {
+        tracing::warn!("{advice}");
+    }
     for path in paths {
         tracing::info!("serving {ws}://{address}{path}");
     }

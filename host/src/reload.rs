@@ -61,6 +61,9 @@ pub async fn reload_when_asked(
                     unchanged = ?changes.unchanged,
                     "reloaded the routes ({why})"
                 );
+                for advice in config.advice() {
+                    tracing::warn!("{advice}");
+                }
                 if host_settings_differ(&first, &config) {
                     tracing::warn!(
                         "the config's host-wide settings (all but its routes) changed: a reload takes only the \

@@ -305,7 +305,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             OpCode::Data(data) => {
                 if length > self.limits.max_frame_size as u64 {
-                    return Err(violation(CloseCode::Size, format!("frame of {length} bytes over the limit")));
+                    return Err(violation(
+                        CloseCode::Size,
+                        format!("frame of {length} bytes, over the limit of {}", self.limits.max_frame_size),
+                    ));
                 }
                 let text = match (data, &self.message) {
                     (Data::Continue, None) => return Err(protocol_error("continuation frame without a message")),
@@ -326,7 +329,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if size > self.limits.max_message_size as u64 {
                     return Err(violation(
                         CloseCode::Size,
-                        format!("message of more than {size} bytes over the limit"),
+                        format!("message of at least {size} bytes, over the limit of {}", self.limits.max_message_size),
                     ));
                 }
                 if let Some(text) = text
@@ -453,7 +456,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if message.size > self.limits.max_message_size as u64 {
             return Err(violation(
                 CloseCode::Size,
-                format!("message inflating to more than {} bytes, over the limit", message.size),
+                format!(
+                    "message inflating to at least {} bytes, over the limit of {}",
+                    message.size, self.limits.max_message_size
+                ),
             ));
         }
         let chunk = match &mut message.utf8 {
