@@ -32,6 +32,19 @@ async fn a_trapping_guest_closes_only_its_own_connection_with_1011() -> anyhow::
     Ok(())
 }
 
+#[test]
+fn a_memory_limit_below_what_the_component_starts_with_is_refused_at_load() {
+    let path = example("echo");
+    let mut route = RouteConfig::new("/x", &path);
+    route.memory_limit = 1000;
+    let message = format!("{:#}", Runtime::new().unwrap().load(&path, route.guest_policy()).err().expect("refused"));
+    // A Rust guest's memory starts at 17 pages.
+    assert!(message.contains("needs 1114112 bytes of linear memory to start"), "{message}");
+    assert!(message.contains("more than its memory-limit of 1000"), "{message}");
+    route.memory_limit = 1114112;
+    Runtime::new().unwrap().load(&path, route.guest_policy()).unwrap();
+}
+
 /// Why loading `path` as a handler fails.
 fn load_error(path: &Path) -> anyhow::Error {
     let limits = RouteConfig::new("/x", path).guest_policy();

@@ -26,6 +26,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 /// and of the yields that let a busy guest share its thread.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// A WebAssembly page, the unit of a memory's size.
+const WASM_PAGE: u64 = 64 << 10;
+
 /// The state of one connection's store: what WASI needs, the connection's
 /// topics and the guest's limits. The connection's own state lives in the
 /// guest and dies with the store.
@@ -263,6 +266,17 @@ impl Runtime {
             })?;
         // Milliseconds from the cache, seconds for a large component without.
         tracing::info!("{shown} compiled in {} ms", started.elapsed().as_millis());
+        // Else every connection would fail to start, with a trap.
+        let initial = component.resources_required().and_then(|needs| needs.max_initial_memory_size);
+        if let Some(bytes) = initial.map(|pages| pages.saturating_mul(WASM_PAGE))
+            && bytes > policy.memory as u64
+        {
+            bail!(
+                "{shown} needs {bytes} bytes of linear memory to start, more than its memory-limit of {} \
+                 (which bounds each memory)",
+                policy.memory
+            );
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
