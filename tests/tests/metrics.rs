@@ -39,7 +39,13 @@ async fn the_figures_count_what_happened() -> anyhow::Result<()> {
     assert_eq!(get(admin, "/metrics", Some("s3crets")).await?.status, 401);
     // The scheme's name is case-insensitive.
     let lower = "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: bearer  s3cret\r\n\r\n";
-    assert_eq!(http_exchange(admin, lower).await?.status, 200);
+    let before = http_exchange(admin, lower).await?;
+    assert_eq!(before.status, 200);
+    // Every route has its series before its first connection.
+    for route in ["/greeter", "/trap", "/feed"] {
+        let open = format!("wsplug_connections_open{{route=\"{route}\"}}");
+        assert_eq!(sample(&before.body, &open), Some(0.0), "{open} in {}", before.body);
+    }
 
     for name in ["Peter", "John!"] {
         let mut client = server.connect("/greeter").await?;

@@ -185,13 +185,24 @@ impl Drop for Open<'_> {
     }
 }
 
+/// Gives each route its series (connections open, messages, bytes) from the
+/// start, at 0: a dashboard or an alert on a missing series sees the route
+/// before its first connection.
+fn show_routes(metrics: &Metrics, routes: &Routes) {
+    for path in routes.paths() {
+        metrics.route(path);
+    }
+}
+
 impl App {
     /// An app serving `routes` with the host-wide settings of `config`.
     pub fn new(routes: Routes, config: &Config) -> Self {
+        let metrics = Arc::<Metrics>::default();
+        show_routes(&metrics, &routes);
         Self {
             inner: Arc::new(AppInner {
                 routes: RwLock::new(Arc::new(routes)),
-                metrics: Arc::default(),
+                metrics,
                 static_files: StaticFiles::new(&config.static_dirs),
                 edge: EdgeSettings::from(config),
                 clients: Clients::new(
@@ -229,6 +240,7 @@ impl App {
     /// Serves `routes` from now on: new connections get them; open
     /// connections keep the instance they have until they close.
     pub fn replace_routes(&self, routes: Routes) {
+        show_routes(&self.inner.metrics, &routes);
         *self.inner.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(routes);
     }
 
