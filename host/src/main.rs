@@ -107,6 +107,9 @@ fn parse_route(route: &str) -> anyhow::Result<RouteConfig> {
     if !path.starts_with('/') {
         bail!("the path `{path}` must start with `/`");
     }
+    if component.is_empty() {
+        bail!("no component after `=`: expected PATH=COMPONENT, e.g. /greeter=greeter.wasm");
+    }
     Ok(RouteConfig::new(path, component))
 }
 

@@ -18,6 +18,9 @@ const LINGER: Duration = Duration::from_millis(500);
 /// Talks to `url` until standard input ends and the server has gone quiet, or
 /// the server closes the connection.
 pub async fn talk(url: &str) -> anyhow::Result<()> {
+    if url.get(..6).is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://")) {
+        bail!("wsplug talk speaks ws:// only, not {url}: try a client with TLS, such as websocat, for wss://");
+    }
     let (socket, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(refusal)

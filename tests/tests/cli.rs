@@ -58,6 +58,8 @@ fn talk_says_why_the_server_refused_or_closed() {
     let (success, _, stderr) = talk(&unknown, b"");
     assert!(!success);
     assert!(stderr.contains("the server answered 404 Not Found: Unknown resource!"), "{stderr}");
+    let (success, _, stderr) = talk("wss://127.0.0.1:1/", b"");
+    assert!(!success && stderr.contains("wsplug talk speaks ws:// only"), "{stderr}");
     let refused = talk("ws://127.0.0.1:1/", b"").2;
     assert_eq!(refused.matches("Connection refused").count(), 1, "{refused}");
 
@@ -269,7 +271,7 @@ async fn a_guest_that_never_writes_is_closed_as_idle_and_logged() -> anyhow::Res
 }
 
 #[test]
-fn output_that_cannot_be_written_ends_quietly_or_with_an_error_never_a_panic() {
+fn bad_arguments_and_unwritable_output_get_an_exit_code_and_a_message_never_a_panic() {
     let no_panic = |stderr: &str| assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
     // A full disk is an error.
     let full = std::fs::File::create("/dev/full").expect("/dev/full");
@@ -303,6 +305,14 @@ fn output_that_cannot_be_written_ends_quietly_or_with_an_error_never_a_panic() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     no_panic(&stderr);
+
+    // A malformed --route is a usage error.
+    for route in ["greeter.wasm", "g=greeter.wasm", "/g="] {
+        let output = Command::new(wsplug_binary()).args(["serve", "--route", route]).output().expect("wsplug runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{route}: {stderr}");
+        assert!(stderr.contains("PATH=COMPONENT") || stderr.contains("must start with `/`"), "{stderr}");
+    }
 
     // A log filter that does not parse would log nothing at all.
     let output = Command::new(wsplug_binary())
