@@ -470,8 +470,11 @@ impl Config {
             if let Err(why) = crate::http::edge::OriginPolicy::new(&route.allowed_origins) {
                 bail!("route {}: allowed-origins: {why}", route.path);
             }
-            if !is_rate(route.max_messages_per_second) || !is_burst(route.message_burst) {
-                bail!("route {}: max-messages-per-second {RATES}, message-burst {BURSTS}", route.path);
+            if !is_rate(route.max_messages_per_second) {
+                bail!("route {}: max-messages-per-second {RATES}", route.path);
+            }
+            if !is_burst(route.message_burst) {
+                bail!("route {}: message-burst {BURSTS}", route.path);
             }
             if route.shared_instances > MAX_SHARED_INSTANCES {
                 bail!("route {}: shared-instances must be at most {MAX_SHARED_INSTANCES}", route.path);
@@ -516,18 +519,21 @@ impl Config {
         if self.admin_listen.is_some_and(|admin| admin == self.listen && admin.port() != 0) {
             bail!("admin-listen must not be the public address {}", self.listen);
         }
-        if !is_rate(self.upgrades_per_second_per_ip) || !is_burst(self.upgrade_burst_per_ip) {
-            bail!("upgrades-per-second-per-ip {RATES}, upgrade-burst-per-ip {BURSTS}");
+        if !is_rate(self.upgrades_per_second_per_ip) {
+            bail!("upgrades-per-second-per-ip {RATES}");
+        }
+        if !is_burst(self.upgrade_burst_per_ip) {
+            bail!("upgrade-burst-per-ip {BURSTS}");
         }
         // hyper allocates room for max-headers headers on every request.
-        if !(8192..=MAX_HEADER_BYTES).contains(&self.max_header_bytes)
-            || !(1..=MAX_HEADERS).contains(&self.max_headers)
-            || !(1..=MAX_HEADER_BYTES).contains(&self.max_uri_length)
-        {
-            bail!(
-                "max-header-bytes must be from 8192 to {MAX_HEADER_BYTES}, max-headers from 1 to {MAX_HEADERS}, \
-                 max-uri-length from 1 to {MAX_HEADER_BYTES}"
-            );
+        for (key, value, allowed) in [
+            ("max-header-bytes", self.max_header_bytes, 8192..=MAX_HEADER_BYTES),
+            ("max-headers", self.max_headers, 1..=MAX_HEADERS),
+            ("max-uri-length", self.max_uri_length, 1..=MAX_HEADER_BYTES),
+        ] {
+            if !allowed.contains(&value) {
+                bail!("{key} must be from {} to {}, not {value}", allowed.start(), allowed.end());
+            }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("tls-cert and tls-key go together: give both or neither");
@@ -584,7 +590,7 @@ const MIN_TIMER: Duration = Duration::from_millis(100);
 /// What a rate (per second) may be, said in errors.
 const RATES: &str = "must be 0 (no limit) or a number from 0.001 up";
 /// What a token bucket's burst may be.
-const BURSTS: &str = "a number from 1 up";
+const BURSTS: &str = "must be a number from 1 up";
 
 /// A rate of tokens per second: 0 (no limit), or one whose wait for a
 /// token fits in a `Duration` (NaN and infinity are no numbers here).
@@ -798,8 +804,9 @@ mod tests {
             (host("handshake-timeout = 0"), "handshake-timeout must be positive"),
             (host("upgrades-per-second-per-ip = nan"), "upgrades-per-second-per-ip must be 0 (no limit) or a number"),
             (host("upgrades-per-second-per-ip = 1e-20"), "upgrades-per-second-per-ip must be 0 (no limit) or a number"),
-            (host("upgrade-burst-per-ip = inf"), "upgrade-burst-per-ip a number from 1 up"),
-            (host("max-headers = 100000000"), "max-headers from 1 to 10000"),
+            (host("upgrade-burst-per-ip = inf"), "upgrade-burst-per-ip must be a number from 1 up"),
+            (host("max-headers = 100000000"), "max-headers must be from 1 to 10000, not 100000000"),
+            (host("max-header-bytes = 100"), "max-header-bytes must be from 8192 to"),
             (in_route("max-connections = 4611686018427387904"), "max-connections must be at most 10000000"),
             (in_route("max-messages-per-second = nan"), "max-messages-per-second must be 0 (no limit)"),
             (in_route("max-messages-per-second = 5e-324"), "max-messages-per-second must be 0 (no limit)"),
