@@ -48,7 +48,8 @@ async fn files_are_served_beside_the_websocket_routes() -> anyhow::Result<()> {
     let redirect = get(&server, "GET", "/assets/docs").await?;
     assert_eq!((redirect.status, header(&redirect, "location")), (307, Some("/assets/docs/")));
 
-    assert_eq!(get(&server, "GET", "/missing.html").await?.status, 404);
+    let missing = get(&server, "GET", "/missing.html").await?;
+    assert_eq!((missing.status, missing.body.as_str()), (404, "Unknown resource!"));
     for escape in ["/../secret.txt", "/%2e%2e/secret.txt", "/assets/..%2fsecret.txt", "//etc/passwd"] {
         let refused = get(&server, "GET", escape).await?;
         assert_ne!(refused.status, 200, "{escape}: {}", refused.body);

@@ -7,7 +7,7 @@ use super::Body;
 use super::edge::{ClientSlot, Clients, OriginPolicy, TokenBucket, client_address, is_trusted, public_authority};
 use super::handshake::{self, Verdict};
 use super::static_files::StaticFiles;
-use super::upgrade::{self, Rejection, text_response};
+use super::upgrade::{self, Rejection, UNKNOWN_RESOURCE, text_response};
 use crate::config::{Config, InstanceMode, RouteConfig};
 use crate::connection::{self, Compression, Session};
 use crate::metrics::{Metrics, Refused};
@@ -326,7 +326,7 @@ impl App {
             if let Some(file) = self.inner.static_files.serve(&request).await {
                 return drained(request, file).await;
             }
-            return drained(request, text_response(StatusCode::NOT_FOUND, "Unknown resource!")).await;
+            return drained(request, text_response(StatusCode::NOT_FOUND, UNKNOWN_RESOURCE)).await;
         };
         let path = &route.config.path;
         let metrics = &self.inner.metrics;

@@ -6,10 +6,11 @@
 //! directory (`..` and absolute paths are refused).
 
 use super::Body;
+use super::upgrade::{UNKNOWN_RESOURCE, text_response};
 use crate::config::StaticDir;
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, Uri};
+use hyper::{Request, Response, StatusCode, Uri};
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
@@ -51,6 +52,10 @@ impl StaticFiles {
             Ok(response) => response,
             Err(never) => match never {},
         };
+        // The same answer as for any other unknown path (ServeDir's is empty).
+        if response.status() == StatusCode::NOT_FOUND {
+            return Some(text_response(StatusCode::NOT_FOUND, UNKNOWN_RESOURCE));
+        }
         // A directory's redirect (to its path with a `/`) is relative to the
         // directory; the client needs the prefix in front.
         if let Some(location) = response.headers().get(header::LOCATION).and_then(|value| value.to_str().ok())

@@ -62,6 +62,9 @@ impl Rejection {
 /// What a client at the connection limit is told to wait, in seconds.
 const RETRY_AFTER_SECONDS: &str = "1";
 
+/// The body of a `404`, for a path that nothing here serves.
+pub const UNKNOWN_RESOURCE: &str = "Unknown resource!";
+
 /// A plain-text response.
 pub fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(full(body));
