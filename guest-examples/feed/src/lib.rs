@@ -1,5 +1,5 @@
 //! A live feed: `ws://HOST/feed?topic=NAME` delivers whatever is published
-//! to the topic `feed:NAME` (by the admin API's `POST /topics/feed:NAME`, or
+//! to the topic `feed:NAME` (`feed:main` without a name) (by the admin API's `POST /topics/feed:NAME`, or
 //! by another handler) to the client. Server push for dashboards and
 //! notifications: the handler joins the topic and is never woken again
 //! until the client leaves; the host writes each message to the socket.
@@ -16,6 +16,7 @@ impl Flow for Feed {
             .unwrap_or_default()
             .split('&')
             .find_map(|pair| pair.strip_prefix("topic="))
+            .filter(|name| !name.is_empty())
             .unwrap_or("main");
         if let Err(error) = topics::join(&format!("feed:{name}")) {
             // Tell the client why, then close.
