@@ -219,7 +219,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Talk { url } => {
             init_logging("wsplug=info", LogFormat::Text)?;
-            runtime()?.block_on(talk::talk(&url))
+            let runtime = runtime()?;
+            let talked = runtime.block_on(talk::talk(&url));
+            // Standard input is read on a blocking thread, which a normal
+            // shutdown would wait for: until the next Enter, at a terminal.
+            runtime.shutdown_background();
+            talked
         }
     }
 }

@@ -317,6 +317,8 @@ fn bad_arguments_and_unwritable_output_get_an_exit_code_and_a_message_never_a_pa
     // A log filter that does not parse would log nothing at all.
     let output = Command::new(wsplug_binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--log", "[[["])
+        // RUST_LOG would win over --log.
+        .env_remove("RUST_LOG")
         .arg("--route")
         .arg(format!("/echo={}", example("echo").display()))
         .output()

@@ -1,8 +1,9 @@
-//! A live feed: `ws://HOST/feed?topic=NAME` delivers whatever is published
-//! to the topic `feed:NAME` (`feed:main` without a name) (by the admin API's `POST /topics/feed:NAME`, or
-//! by another handler) to the client. Server push for dashboards and
-//! notifications: the handler joins the topic and is never woken again
-//! until the client leaves; the host writes each message to the socket.
+//! A live feed: `ws://HOST/feed?topic=NAME` (NAME `main` if not given)
+//! delivers whatever is published to the topic `feed:NAME` (by the admin
+//! API's `POST /topics/feed:NAME`, or by another handler) to the client.
+//! Server push for dashboards and notifications: the handler joins the
+//! topic and is never woken again until the client leaves; the host writes
+//! each message to the socket.
 
 use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing, topics};
 
