@@ -45,7 +45,7 @@ fn a_memory_limit_below_what_the_component_starts_with_is_refused_at_load() {
         .and_then(|(_, rest)| rest.split_once(" bytes of linear memory to start"))
         .and_then(|(bytes, _)| bytes.parse().ok())
         .unwrap_or_else(|| panic!("no size in {message}"));
-    assert!(needed > 1 << 20 && needed % 65536 == 0, "{message}");
+    assert!(needed > 1 << 20 && needed.is_multiple_of(65536), "{message}");
     route.memory_limit = needed;
     Runtime::new().unwrap().load(&path, route.guest_policy()).unwrap();
 }
