@@ -568,8 +568,10 @@ impl Config {
     pub fn advice(&self) -> Vec<String> {
         self.routes
             .iter()
-            .filter(|route| !route.ping_interval.is_zero() && route.ping_interval >= route.idle_timeout)
-            .filter(|route| !route.idle_timeout.is_zero())
+            .filter(|route| {
+                let (ping, idle) = (route.ping_interval, route.idle_timeout);
+                !ping.is_zero() && !idle.is_zero() && ping >= idle
+            })
             .map(|route| {
                 format!(
                     "route {}: idle-timeout ({} s) is not longer than ping-interval ({} s), so a quiet client is \

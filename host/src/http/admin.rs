@@ -16,7 +16,7 @@
 //! | any other path | `404` |
 //! | the broker cannot take messages | `503` |
 
-use super::upgrade::text_response;
+use super::upgrade::{UNKNOWN_RESOURCE, text_response};
 use super::{Body, full};
 use crate::http::server::App;
 use crate::topics::{Published, TopicError};
@@ -103,7 +103,7 @@ impl AdminApi {
             return response;
         }
         let Some(topic) = request.uri().path().strip_prefix("/topics/").map(str::to_owned) else {
-            return text_response(StatusCode::NOT_FOUND, "Unknown resource!\n");
+            return text_response(StatusCode::NOT_FOUND, format!("{UNKNOWN_RESOURCE}\n"));
         };
         if request.method() != Method::POST {
             let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "Publish with POST.\n");
