@@ -47,8 +47,13 @@ enum Command {
     /// Talk to a WebSocket endpoint: each line of standard input is sent as a
     /// text message, each message received is printed.
     Talk {
-        /// The endpoint, e.g. ws://127.0.0.1:8080/greeter
+        /// The endpoint, e.g. ws://127.0.0.1:8080/greeter or
+        /// wss://example.com/greeter
         url: String,
+        /// Trust the certificates in this PEM file (a self-signed one, say)
+        /// for a wss:// URL, besides the system's roots.
+        #[arg(long, value_name = "PEM")]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -217,10 +222,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             scaffold::new_handler(&path, kind, wsplug.as_deref())?;
             say(format_args!("created {}: `cargo test` there runs its test, `cargo handler` builds it", path.display()))
         }
-        Command::Talk { url } => {
+        Command::Talk { url, ca } => {
             init_logging("wsplug=info", LogFormat::Text)?;
             let runtime = runtime()?;
-            let talked = runtime.block_on(talk::talk(&url));
+            let talked = runtime.block_on(talk::talk(&url, ca.as_deref()));
             // Standard input is read on a blocking thread, which a normal
             // shutdown would wait for: until the next Enter, at a terminal.
             runtime.shutdown_background();

@@ -1,12 +1,20 @@
 //! `wsplug talk`: a small WebSocket client for trying handlers out. Each line
 //! of standard input is sent as a text message; each message received is
-//! printed as it arrives.
+//! printed as it arrives. It speaks `ws://` and `wss://` (TLS with rustls,
+//! trusting the system's roots and, with `--ca`, certificates of your own).
 
 use crate::say;
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error, Message};
@@ -16,15 +24,49 @@ use tokio_tungstenite::tungstenite::{Error, Message};
 const LINGER: Duration = Duration::from_millis(500);
 
 /// Talks to `url` until standard input ends and the server has gone quiet, or
-/// the server closes the connection.
-pub async fn talk(url: &str) -> anyhow::Result<()> {
-    if url.get(..6).is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://")) {
-        bail!("wsplug talk speaks ws:// only, not {url}: try a client with TLS, such as websocat, for wss://");
-    }
-    let (socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(refusal)
-        .with_context(|| format!("cannot connect to {url}"))?;
+/// the server closes the connection. A `wss://` server's certificate must
+/// chain to one of the system's roots or to a certificate in the PEM file
+/// `ca`.
+pub async fn talk(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
+    let request = url.into_client_request().with_context(|| format!("{url} is not a WebSocket URL"))?;
+    let tls = match request.uri().scheme_str() {
+        Some("wss") => Some(tls_config(ca)?),
+        _ if ca.is_some() => bail!("--ca is for wss:// URLs, not {url}"),
+        _ => None,
+    };
+    let connecting = async {
+        let host = request.uri().host().context("the URL has no host")?.to_owned();
+        let port = request.uri().port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
+        // An IPv6 address comes in brackets, which neither connect nor TLS wants.
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        match tls {
+            None => converse(handshake(request, tcp).await?).await,
+            Some(config) => {
+                let name = ServerName::try_from(host).context("the URL's host is not a name TLS can check")?;
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|err| tls_failure(err, ca))?;
+                converse(handshake(request, tls).await?).await
+            }
+        }
+    };
+    connecting.await.with_context(|| format!("cannot talk to {url}"))
+}
+
+/// The WebSocket handshake over `stream`.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    request: Request,
+    stream: S,
+) -> anyhow::Result<WebSocketStream<S>> {
+    let (socket, _) = tokio_tungstenite::client_async(request, stream).await.map_err(refusal)?;
+    Ok(socket)
+}
+
+/// The conversation: standard input out, messages in.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(socket: WebSocketStream<S>) -> anyhow::Result<()> {
     let (mut sink, mut stream) = socket.split();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut input_open = true;
@@ -50,6 +92,51 @@ pub async fn talk(url: &str) -> anyhow::Result<()> {
     // Wait for the server's side of the close handshake.
     while let Some(Ok(_)) = stream.next().await {}
     Ok(())
+}
+
+/// What a `wss://` server's certificate is checked against: the system's
+/// trusted roots, and the certificates in `ca`.
+fn tls_config(ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    // A system without roots is no error: `--ca` may be all that is needed.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(ca) = ca {
+        for certificate in wsplug::http::tls::certificates(ca)? {
+            roots
+                .add(certificate)
+                .with_context(|| format!("{} holds a certificate rustls cannot use", ca.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("the TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A failed TLS handshake, with a hint where the server's certificate is the
+/// trouble (a self-signed one, typically).
+fn tls_failure(err: std::io::Error, ca: Option<&Path>) -> anyhow::Error {
+    let certificate = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|err| matches!(err, rustls::Error::InvalidCertificate(_)));
+    let err = anyhow::Error::new(err);
+    match ca {
+        _ if !certificate => err.context("the TLS handshake failed"),
+        None => err.context(
+            "the TLS handshake failed: the server's certificate is not signed by a root this system trusts \
+             (to trust a certificate of your own, such as a self-signed one, pass it with --ca FILE)",
+        ),
+        Some(ca) => err.context(format!(
+            "the TLS handshake failed: the server's certificate does not check out against the system's roots \
+             and {} (a self-signed certificate must name the URL's host and not be a CA certificate: \
+             see the README's openssl line)",
+            ca.display()
+        )),
+    }
 }
 
 /// The next message; once input has ended, `None` when none came within

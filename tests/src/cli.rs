@@ -1,8 +1,9 @@
 //! `wsplug serve` in a process of its own, for tests that need the real
-//! binary: its log, its exit, its memory apart from the test's.
+//! binary: its log, its exit, its memory apart from the test's; and
+//! `wsplug talk`.
 
 use crate::{HANG_GUARD, wsplug_binary};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,4 +93,21 @@ pub fn serve_with(args: &[String], urls_expected: usize) -> (Running, Vec<String
         }
     });
     (server, urls, lines)
+}
+
+/// Runs `wsplug talk ARGS` with `input` on its standard input; its exit
+/// status, stdout and stderr.
+pub fn talk(args: &[&str], input: &[u8]) -> (bool, String, String) {
+    let mut talk = Command::new(wsplug_binary())
+        .arg("talk")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start wsplug talk");
+    talk.stdin.take().expect("piped").write_all(input).expect("talk reads its input");
+    let output = talk.wait_with_output().expect("talk runs");
+    let text = |bytes| String::from_utf8(bytes).expect("talk prints UTF-8");
+    (output.status.success(), text(output.stdout), text(output.stderr))
 }

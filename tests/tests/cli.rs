@@ -2,7 +2,6 @@
 //! `wsplug talk` to the greeter; and a graceful stop on SIGTERM.
 
 use futures_util::{SinkExt, StreamExt};
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wsplug_tests::cli::{log_line, serve, serve_config};
+use wsplug_tests::cli::{log_line, serve, serve_config, talk};
 use wsplug_tests::{RawClient, example, guard, receive, receive_text, resident_bytes, test_guest, wsplug_binary};
 
 #[test]
@@ -20,32 +19,9 @@ fn serve_two_routes_and_talk_to_the_greeter() {
     let greeter_url = urls.iter().find(|url| url.ends_with("/greeter")).expect("a greeter route");
     assert!(urls.iter().any(|url| url.ends_with("/ticker")), "{urls:?}");
 
-    let mut talk = Command::new(wsplug_binary())
-        .args(["talk", greeter_url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cannot start wsplug talk");
-    talk.stdin.take().unwrap().write_all(b"Peter\nJohn\n").unwrap();
-    let output = talk.wait_with_output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(output.status.success(), "{stdout}");
+    let (success, stdout, stderr) = talk(&[greeter_url], b"Peter\nJohn\n");
+    assert!(success, "{stderr}");
     assert!(stdout.contains("< Hello Peter!\n") && stdout.contains("< Hello John!\n"), "{stdout}");
-}
-
-/// Runs `wsplug talk url` with `input`; its exit status, stdout and stderr.
-fn talk(url: &str, input: &[u8]) -> (bool, String, String) {
-    let mut talk = Command::new(wsplug_binary())
-        .args(["talk", url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start wsplug talk");
-    talk.stdin.take().unwrap().write_all(input).unwrap();
-    let output = talk.wait_with_output().unwrap();
-    let text = |bytes| String::from_utf8(bytes).unwrap();
-    (output.status.success(), text(output.stdout), text(output.stderr))
 }
 
 #[test]
@@ -55,16 +31,16 @@ fn talk_says_why_the_server_refused_or_closed() {
 
     // A refusal: the status and the body that says why, each cause once.
     let unknown = trap_url.replace("/trap", "/nothing-here");
-    let (success, _, stderr) = talk(&unknown, b"");
+    let (success, _, stderr) = talk(&[&unknown], b"");
     assert!(!success);
     assert!(stderr.contains("the server answered 404 Not Found: Unknown resource!"), "{stderr}");
-    let (success, _, stderr) = talk("wss://127.0.0.1:1/", b"");
-    assert!(!success && stderr.contains("wsplug talk speaks ws:// only"), "{stderr}");
-    let refused = talk("ws://127.0.0.1:1/", b"").2;
+    let (success, _, stderr) = talk(&["--ca", "ca.pem", trap_url], b"");
+    assert!(!success && stderr.contains("--ca is for wss:// URLs"), "{stderr}");
+    let refused = talk(&["ws://127.0.0.1:1/"], b"").2;
     assert_eq!(refused.matches("Connection refused").count(), 1, "{refused}");
 
     // A close for a failure is a failure of `talk`.
-    let (success, stdout, stderr) = talk(trap_url, b"hi\ntrap\n");
+    let (success, stdout, stderr) = talk(&[trap_url], b"hi\ntrap\n");
     assert!(stdout.contains("< hi\n") && stdout.contains("closed by the server: 1011"), "{stdout}");
     assert!(!success && stderr.contains("closed the connection with 1011"), "{stderr}");
 }
@@ -289,7 +265,7 @@ fn bad_arguments_and_unwritable_output_get_an_exit_code_and_a_message_never_a_pa
 
     // A reader that has read enough (`| head -1`) ends `talk` quietly.
     let (_server, urls, _log) = serve(&[("/ticker", example("ticker"))]);
-    let mut talk = Command::new(wsplug_binary())
+    let mut talking = Command::new(wsplug_binary())
         .env("RUST_BACKTRACE", "1")
         .args(["talk", &format!("{}?interval_ms=10", urls[0])])
         .stdin(Stdio::piped())
@@ -297,11 +273,11 @@ fn bad_arguments_and_unwritable_output_get_an_exit_code_and_a_message_never_a_pa
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start wsplug talk");
-    let mut stdout = talk.stdout.take().unwrap();
+    let mut stdout = talking.stdout.take().unwrap();
     let mut first = [0; 8];
     std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
     drop(stdout);
-    let output = talk.wait_with_output().unwrap();
+    let output = talking.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     no_panic(&stderr);

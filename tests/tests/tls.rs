@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use wsplug::RouteConfig;
+use wsplug_tests::cli::talk;
 use wsplug_tests::{TestServer, config_with, example, guard, websocket_over_http2, wsplug_binary};
 
 /// A self-signed certificate for `localhost` and its key, as PEM files in a
@@ -80,6 +81,27 @@ async fn greets_over_wss_with_http1_and_http2() -> anyhow::Result<()> {
     let mut answer = Vec::new();
     let _ = guard(tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut answer)).await?;
     assert!(!answer.starts_with(b"HTTP/1.1"), "{}", String::from_utf8_lossy(&answer));
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn talk_speaks_wss_trusting_the_certificate_given_with_ca() -> anyhow::Result<()> {
+    let (dir, _) = certificate("talk")?;
+    let server = tls_server(&dir).await?;
+    let url = format!("wss://localhost:{}/greeter", server.address.port());
+    let ca = dir.join("cert.pem").to_str().expect("a UTF-8 path").to_owned();
+
+    let (success, stdout, stderr) = tokio::task::spawn_blocking(move || talk(&["--ca", &ca, &url], b"Peter\n")).await?;
+    assert!(success, "{stderr}");
+    assert!(stdout.contains("< Hello Peter!\n"), "{stdout}");
+
+    // Without it, the self-signed certificate is not trusted, and talk says
+    // what to do.
+    let url = format!("wss://localhost:{}/greeter", server.address.port());
+    let (success, _, stderr) = tokio::task::spawn_blocking(move || talk(&[&url], b"")).await?;
+    assert!(!success, "{stderr}");
+    assert!(stderr.contains("pass it with --ca FILE"), "{stderr}");
     std::fs::remove_dir_all(dir)?;
     Ok(())
 }

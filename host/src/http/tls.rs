@@ -14,13 +14,7 @@ use tokio_rustls::TlsAcceptor;
 /// in `key` (PEM files). Each failure names the file and what is wrong.
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let (cert_shown, key_shown) = (cert.display(), key.display());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read TLS certificate file {cert_shown}"))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{cert_shown} is not a PEM certificate file"))?;
-    if chain.is_empty() {
-        bail!("{cert_shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
-    }
+    let chain = certificates(cert)?;
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|error| match error {
         rustls::pki_types::pem::Error::Io(io) => {
             anyhow::Error::new(io).context(format!("cannot read TLS key file {key_shown}"))
@@ -36,4 +30,18 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
         .with_context(|| format!("the key in {key_shown} does not fit the certificate in {cert_shown}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The certificates in the PEM file at `path`: at least one, else an error
+/// naming the file (`wsplug talk --ca` reads its file with this too).
+pub fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let shown = path.display();
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read TLS certificate file {shown}"))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{shown} is not a PEM certificate file"))?;
+    if certificates.is_empty() {
+        bail!("{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    }
+    Ok(certificates)
 }
