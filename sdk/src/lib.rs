@@ -40,6 +40,7 @@ pub mod bindings;
 mod handshake;
 mod message;
 mod outgoing;
+mod read_ahead;
 mod time;
 pub mod topics;
 

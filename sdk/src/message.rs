@@ -2,6 +2,7 @@
 //! whatever its form (strict or streamed).
 
 use crate::bindings::{CloseFrame, Message};
+use crate::read_ahead::ReadAhead;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult};
 
 /// How many bytes a [`BinaryChunks::next`] asks the host for at most.
@@ -9,13 +10,13 @@ const BINARY_CHUNK_CAPACITY: usize = 64 * 1024;
 
 /// The messages a client sends on one connection, in order.
 pub struct Incoming {
-    messages: StreamReader<Message>,
+    messages: ReadAhead<Message>,
     closed: Option<FutureReader<Option<CloseFrame>>>,
 }
 
 impl Incoming {
     pub(crate) fn new(messages: StreamReader<Message>, closed: FutureReader<Option<CloseFrame>>) -> Self {
-        Self { messages, closed: Some(closed) }
+        Self { messages: ReadAhead::new(messages), closed: Some(closed) }
     }
 
     /// The client's close frame, once the input has ended; `None` if the
@@ -32,6 +33,14 @@ impl Incoming {
     /// the host discards the rest and the next message arrives as usual.
     pub async fn next(&mut self) -> Option<Message> {
         self.messages.next().await
+    }
+
+    /// How many messages are here already: [`Incoming::next`] returns that
+    /// many without waiting. Each read takes what the host has waiting (a
+    /// burst comes over at once); a handler may use this to answer a burst
+    /// with fewer, larger messages.
+    pub fn buffered(&self) -> usize {
+        self.messages.buffered()
     }
 }
 

@@ -14,8 +14,9 @@
 //! subscriber that cannot keep up loses messages or its connection, as its
 //! route configures. No call waits for a subscriber.
 
-use crate::bindings::flow::wsplug::websocket::topics as wit;
 use crate::bindings::Message;
+use crate::bindings::flow::wsplug::websocket::topics as wit;
+use crate::read_ahead::ReadAhead;
 
 /// Why a topic call was refused (see the WIT for each case); it prints as
 /// its case and value, e.g. `TopicError::TooManyTopics(64)`.
@@ -50,12 +51,12 @@ pub fn publish_to_others(topic: &str, message: impl Into<Published>) -> Result<u
 /// transforms them. The subscription ends when the [`Subscription`] is
 /// dropped.
 pub fn subscribe(topic: &str) -> Result<Subscription, TopicError> {
-    wit::subscribe(topic).map(|messages| Subscription { messages })
+    wit::subscribe(topic).map(|messages| Subscription { messages: ReadAhead::new(messages) })
 }
 
 /// The messages published to a topic, as they come.
 pub struct Subscription {
-    messages: wit_bindgen::StreamReader<Published>,
+    messages: ReadAhead<Published>,
 }
 
 impl Subscription {

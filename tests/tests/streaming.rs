@@ -1,12 +1,12 @@
 //! Streamed messages on the wire: a client's message reaches the guest as
 //! its frames arrive, a guest's streamed reply leaves as a fragmented message
 //! while the guest is still writing it, and streamed messages pass through a
-//! guest unchanged.
+//! guest unchanged. And messages that wait for the guest reach it together.
 
 use futures_util::SinkExt;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-use wsplug_tests::{RawClient, RawFrame, TestServer, example, receive, test_guest};
+use wsplug_tests::{RawClient, RawFrame, TestServer, example, receive, receive_text, test_guest};
 
 const TEXT: u8 = 1;
 const CONTINUATION: u8 = 0;
@@ -102,5 +102,26 @@ async fn a_large_frame_reaches_the_guest_before_its_last_byte() -> anyhow::Resul
     client.send_payload(&vec![b'b'; (1 << 20) - 100 * 1024]).await?;
     read_reply_to_end(&mut client, &mut reply).await?;
     assert_eq!(reply, format!("{expected}{}!", "b".repeat((1 << 20) - 100 * 1024)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_waiting_for_the_guest_reach_it_in_one_read_in_order() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/burst", test_guest("burst"))]).await?;
+    let mut client = server.connect("/burst").await?;
+    // Sent at once while the guest waits before its first read: the host
+    // holds two of them (the rest stay in the socket), and the guest's first
+    // read takes both. Each reply says how many more the guest had at hand.
+    for text in ["a", "b", "c", "d"] {
+        client.feed(Message::text(text)).await?;
+    }
+    client.flush().await?;
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        replies.push(receive_text(&mut client).await?);
+    }
+    assert_eq!(replies[..2], ["a +1", "b +0"]);
+    let order: Vec<&str> = replies.iter().map(|reply| &reply[..1]).collect();
+    assert_eq!(order, ["a", "b", "c", "d"], "{replies:?}");
     Ok(())
 }

@@ -7,7 +7,7 @@ use super::broker::{Broker, Published, Subscriber, Target, TopicError, check_nam
 use super::queue::{self, Budget, Receiver};
 use crate::wasm::bindings::topics::{self as wit, TopicMessage};
 use crate::wasm::runtime::GuestProgress;
-use crate::wasm::streams::produce_one;
+use crate::wasm::streams::produce_ready;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Access, Destination, HasData, Linker, StreamProducer, StreamReader, StreamResult};
+use wasmtime::component::{
+    Access, Destination, HasData, Linker, StreamProducer, StreamReader, StreamResult, VecBuffer,
+};
 
 /// One store's topics: what it joined, and what it needs to join,
 /// subscribe and publish. Dropping it (with the store) leaves every topic.
@@ -188,18 +190,18 @@ struct Subscription {
 
 impl<D: GuestProgress + 'static> StreamProducer<D> for Subscription {
     type Item = TopicMessage;
-    type Buffer = Option<TopicMessage>;
+    type Buffer = VecBuffer<TopicMessage>;
 
     fn poll_produce<'a>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         store: StoreContextMut<'a, D>,
-        destination: Destination<'a, TopicMessage, Option<TopicMessage>>,
+        destination: Destination<'a, TopicMessage, VecBuffer<TopicMessage>>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
         // The broker holds a sender for as long as the registration lives,
         // which is as long as this stream: it ends only with the store.
-        produce_one(
+        produce_ready(
             cx,
             store,
             destination,

@@ -11,10 +11,10 @@ use crate::wasm::runtime::GuestProgress;
 use bytes::{Buf, Bytes};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::PollSender;
-use wasmtime::component::{Destination, Source, StreamConsumer, StreamProducer, StreamReader, StreamResult};
+use wasmtime::component::{Destination, Source, StreamConsumer, StreamProducer, StreamReader, StreamResult, VecBuffer};
 use wasmtime::{AsContextMut, StoreContextMut};
 
 /// A message that arrives in one frame of up to this size reaches the guest
@@ -80,16 +80,16 @@ impl IncomingMessages {
 
 impl<D: GuestProgress + 'static> StreamProducer<D> for IncomingMessages {
     type Item = Message;
-    type Buffer = Option<Message>;
+    type Buffer = VecBuffer<Message>;
 
     fn poll_produce<'a>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         store: StoreContextMut<'a, D>,
-        destination: Destination<'a, Message, Option<Message>>,
+        destination: Destination<'a, Message, VecBuffer<Message>>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        produce_one(
+        produce_ready(
             cx,
             store,
             destination,
@@ -100,26 +100,45 @@ impl<D: GuestProgress + 'static> StreamProducer<D> for IncomingMessages {
     }
 }
 
-/// One step of a producer that hands the guest one item at a time, as each
-/// arrives: `receive` polls its source, `to_guest` makes the guest's item of
-/// what it gives. The source ending ends the stream.
-pub(crate) fn produce_one<'a, D: GuestProgress + 'static, T, U>(
+/// The most items one read of the guest takes at once.
+const MOST_PER_READ: usize = 32;
+
+/// One step of a producer that hands the guest what has arrived: the first
+/// item as it arrives, and with it whatever else is waiting already, as far
+/// as the guest's read has room (a burst then costs the guest one read, one
+/// pass through the runtime, instead of one per item). `receive` polls the
+/// source, `to_guest` makes the guest's item of what it gives. The source
+/// ending ends the stream.
+pub(crate) fn produce_ready<'a, D: GuestProgress + 'static, T: Send + Sync + 'static, U>(
     cx: &mut Context<'_>,
     mut store: StoreContextMut<'a, D>,
-    mut destination: Destination<'a, T, Option<T>>,
+    mut destination: Destination<'a, T, VecBuffer<T>>,
     finish: bool,
-    receive: impl FnOnce(&mut Context<'_>) -> Poll<Option<U>>,
-    to_guest: impl FnOnce(U, &mut StoreContextMut<'a, D>) -> wasmtime::Result<T>,
+    mut receive: impl FnMut(&mut Context<'_>) -> Poll<Option<U>>,
+    mut to_guest: impl FnMut(U, &mut StoreContextMut<'a, D>) -> wasmtime::Result<T>,
 ) -> Poll<wasmtime::Result<StreamResult>> {
-    // A zero-length read asks whether we are ready; say yes rather than take
-    // an item the guest may never read.
-    if destination.remaining(&mut store) == Some(0) {
-        return Poll::Ready(Ok(StreamResult::Completed));
-    }
+    let room = match destination.remaining(&mut store) {
+        // A zero-length read asks whether we are ready; say yes rather than
+        // take an item the guest may never read.
+        Some(0) => return Poll::Ready(Ok(StreamResult::Completed)),
+        Some(room) => room.min(MOST_PER_READ),
+        // The host reads (the testkit): one at a time.
+        None => 1,
+    };
     match receive(cx) {
         Poll::Ready(Some(item)) => {
             store.data_mut().guest_made_progress();
-            destination.set_buffer(Some(to_guest(item, &mut store)?));
+            let mut items = Vec::with_capacity(room);
+            items.push(to_guest(item, &mut store)?);
+            // Only what is there already: nothing waits for more (the next
+            // read polls with its own waker).
+            let mut without_waiting = Context::from_waker(Waker::noop());
+            while items.len() < room
+                && let Poll::Ready(Some(item)) = receive(&mut without_waiting)
+            {
+                items.push(to_guest(item, &mut store)?);
+            }
+            destination.set_buffer(VecBuffer::from(items));
             Poll::Ready(Ok(StreamResult::Completed))
         }
         Poll::Ready(None) => Poll::Ready(Ok(StreamResult::Dropped)),
@@ -149,16 +168,16 @@ struct TextChunks(mpsc::Receiver<Bytes>);
 
 impl<D: GuestProgress + 'static> StreamProducer<D> for TextChunks {
     type Item = String;
-    type Buffer = Option<String>;
+    type Buffer = VecBuffer<String>;
 
     fn poll_produce<'a>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         store: StoreContextMut<'a, D>,
-        destination: Destination<'a, String, Option<String>>,
+        destination: Destination<'a, String, VecBuffer<String>>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        produce_one(
+        produce_ready(
             cx,
             store,
             destination,
