@@ -35,7 +35,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
@@ -117,7 +117,7 @@ pub struct Compression {
 /// | what happens | close frame sent |
 /// |---|---|
 /// | the handler's output ends | 1000 |
-/// | the handler traps | 1011 `handler failed` |
+/// | the handler traps | 1011 `handler failed`, after the whole messages it sent before (within a second) |
 /// | a message or frame over the route's limit | 1009 ¹ |
 /// | invalid UTF-8 in a text message | 1007 ¹ |
 /// | any other protocol violation by the client | 1002 ¹ |
@@ -163,6 +163,9 @@ where
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
     let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
     let activity = Activity::new();
+    // Set once the guest has failed: its whole messages still go out, but a
+    // streamed one is cut where the failure left it.
+    let guest_failed = AtomicBool::new(false);
 
     let counting = Counting { metrics: counted, rate: message_rate };
     // Each of the reader, the guest and the writer is polled only when
@@ -187,14 +190,15 @@ where
         // does not give it a turn.
         let guest_busy = runs_here.then(|| guest.busy());
         let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx, guest_busy };
-        let write = pin!(write_client(&mut writer, sources, &activity, counted, ping_interval, idle_timeout));
+        let write =
+            pin!(write_client(&mut writer, sources, &activity, &guest_failed, counted, ping_interval, idle_timeout));
         let mut write = Woken::new(write);
         let mut guest_done = false;
         let mut write_done = false;
         let mut client_closed = false;
         let mut shutting_down = false;
-        // The close frame a protocol violation calls for, sent once the
-        // guest is done.
+        // The close frame a protocol violation or the guest's failure calls
+        // for, sent once what the guest sent before it is out.
         let mut violation = None;
         // The guest's output ended (the writer has sent all of it) before
         // its call did: the call's outcome decides the close code. On a
@@ -238,18 +242,31 @@ where
                 }
                 result = &mut guest, if !guest_done => {
                     guest_done = true;
-                    if let Err(err) = result {
-                        // One line that says why; the backtraces for whoever debugs the guest.
-                        tracing::warn!(connection = id, path, cause = %err.root_cause(), "handler failed");
-                        tracing::debug!(connection = id, "handler failure in full: {err:?}");
-                        metrics.failed(&path, &err);
-                        break (!client_closed).then(|| violation.unwrap_or_else(|| close_frame(CloseCode::Error, "handler failed")));
+                    match result {
+                        Err(err) => {
+                            // One line that says why; the backtraces for whoever debugs the guest.
+                            tracing::warn!(connection = id, path, cause = %err.root_cause(), "handler failed");
+                            tracing::debug!(connection = id, "handler failure in full: {err:?}");
+                            metrics.failed(&path, &err);
+                            if client_closed {
+                                break None;
+                            }
+                            // What it sent before it failed goes out first,
+                            // for as long as a guest gets to finish.
+                            guest_failed.store(true, Ordering::Relaxed);
+                            let frame = violation.get_or_insert_with(|| close_frame(CloseCode::Error, "handler failed"));
+                            if write_done {
+                                break Some(frame.clone());
+                            }
+                            deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
+                            false
+                        }
+                        Ok(()) if output_ended && !client_closed => {
+                            break Some(violation.unwrap_or_else(|| output_end_close(&shutdown)));
+                        }
+                        // Its output ended: the writer sends what is queued, then ends.
+                        Ok(()) => false,
                     }
-                    if output_ended && !client_closed {
-                        break Some(violation.unwrap_or_else(|| output_end_close(&shutdown)));
-                    }
-                    // Its output ended: the writer sends what is queued, then ends.
-                    false
                 }
                 end = &mut write, if !write_done => {
                     write_done = true;
@@ -431,6 +448,9 @@ async fn read_client<R: AsyncRead + Unpin>(
 ) -> ReadEnd<R> {
     let counted = counting.metrics;
     let mut input = Some(GuestInput { messages: incoming, body: None });
+    // Dropped when the input ends for the server's shutdown: the guest's
+    // `closed` then resolves to none, as the WIT says.
+    let mut closed = Some(closed);
     // Polled only when woken: a poll locks the token, which every
     // connection shares.
     let shutting_down = pin!(shutdown.cancelled());
@@ -439,6 +459,7 @@ async fn read_client<R: AsyncRead + Unpin>(
         let event = tokio::select! {
             () = &mut shutting_down, if input.is_some() => {
                 input = None;
+                closed = None;
                 continue;
             }
             event = reader.next() => event,
@@ -453,7 +474,9 @@ async fn read_client<R: AsyncRead + Unpin>(
                 if let Some(err) = err {
                     tracing::debug!("reading from the client failed: {err}");
                 }
-                if reader.in_message() {
+                if reader.in_message()
+                    && let Some(closed) = closed
+                {
                     let (code, reason) = LOST_IN_A_MESSAGE;
                     let _ = closed.send(WitCloseFrame { code, reason: reason.to_owned() });
                 }
@@ -493,7 +516,10 @@ async fn read_client<R: AsyncRead + Unpin>(
                     Handed::Taken => {}
                     // The guest dropped the message: discard the rest.
                     Handed::Refused => guest.body = None,
-                    Handed::ShuttingDown => input = None,
+                    Handed::ShuttingDown => {
+                        input = None;
+                        closed = None;
+                    }
                 }
                 continue;
             }
@@ -510,7 +536,9 @@ async fn read_client<R: AsyncRead + Unpin>(
             }
             Event::Pong => continue,
             Event::Close(frame) => {
-                if let Some(frame) = &frame {
+                if let Some(frame) = &frame
+                    && let Some(closed) = closed
+                {
                     let _ = closed.send(WitCloseFrame { code: frame.code.into(), reason: frame.reason.to_string() });
                 }
                 // 1005: a close frame without a code.
@@ -613,6 +641,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
     sources: ToClient,
     activity: &Activity,
+    guest_failed: &AtomicBool,
     counted: &RouteMetrics,
     ping_interval: Duration,
     idle_timeout: Duration,
@@ -664,6 +693,9 @@ async fn write_client<W: AsyncWrite + Unpin>(
                         // end is ready too: it goes in the same write.
                         !open.chunks.is_empty() || open.chunks.is_closed()
                     }
+                    // The guest failed: its store went, and the body with
+                    // it, which is cut, not ended (the close frame follows).
+                    None if guest_failed.load(Ordering::Relaxed) => return flushed(writer).await,
                     None => {
                         // If no chunk was sent, the opcode is still the first
                         // one: the message goes out whole, and empty.
@@ -697,11 +729,11 @@ async fn write_client<W: AsyncWrite + Unpin>(
                 }
             },
             message = outgoing.recv(), if body.is_none() => match message.inspect(|_| guest_turn = false) {
-                None => {
-                    return match writer.flush().await {
-                        Ok(()) => WriteEnd::Drained,
-                        Err(_) => WriteEnd::Failed,
-                    };
+                None => return flushed(writer).await,
+                // After a failure only whole messages go out: a streamed one
+                // may have been cut.
+                Some(GuestMessage::Streamed { .. }) if guest_failed.load(Ordering::Relaxed) => {
+                    return flushed(writer).await;
                 }
                 Some(GuestMessage::Strict { text, payload }) => {
                     activity.touch();
@@ -750,6 +782,15 @@ async fn write_client<W: AsyncWrite + Unpin>(
             tracing::debug!("writing to the client failed: {err}");
             return WriteEnd::Failed;
         }
+    }
+}
+
+/// The end of the writer's work once the guest's output is over: what is
+/// queued goes out.
+async fn flushed<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>) -> WriteEnd {
+    match writer.flush().await {
+        Ok(()) => WriteEnd::Drained,
+        Err(_) => WriteEnd::Failed,
     }
 }
 

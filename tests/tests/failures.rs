@@ -32,6 +32,26 @@ async fn a_trapping_guest_closes_only_its_own_connection_with_1011() -> anyhow::
     Ok(())
 }
 
+#[tokio::test]
+async fn what_a_guest_sent_before_it_failed_goes_out_before_the_1011() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/trap", test_guest("trap"))]).await?;
+    let mut client = server.connect("/trap").await?;
+    // Back to back: the guest answers each, and fails right after the last
+    // answer, before the host has written all of them.
+    for text in ["a", "b", "last c"] {
+        client.feed(Message::text(text)).await?;
+    }
+    client.flush().await?;
+    for expected in ["a", "b", "c"] {
+        assert_eq!(receive_text(&mut client).await?, expected);
+    }
+    match receive(&mut client).await? {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Error),
+        other => anyhow::bail!("expected close 1011, got {other:?}"),
+    }
+    Ok(())
+}
+
 #[test]
 fn a_memory_limit_below_what_the_component_starts_with_is_refused_at_load() {
     let path = example("echo");

@@ -186,16 +186,23 @@ async fn shutdown_ends_input_lets_output_finish_and_closes_with_1001() -> anyhow
     let mut config = Config::default();
     config.set_route(RouteConfig::new("/greeter", example("greeter")));
     config.set_route(RouteConfig::new("/ticker", example("ticker")));
+    config.set_route(RouteConfig::new("/info", test_guest("info")));
     config.shutdown_grace = Duration::from_millis(300);
     let server = TestServer::start_with(config).await?;
     let mut greeter = server.connect("/greeter").await?;
     let mut ticker = server.connect("/ticker?interval_ms=50").await?;
+    let mut info = server.connect("/info").await?;
     assert_eq!(receive_text(&mut ticker).await?, "tick 1");
+    assert!(receive_text(&mut info).await?.starts_with("subprotocol="));
 
     server.app.shutdown();
     // The greeter ends its output when its input ends; the ticker never does
-    // and is closed when the grace period is over.
+    // and is closed when the grace period is over. The handler that waits
+    // for the client's close frame learns there is none, and still gets to
+    // say so.
     expect_close(&mut greeter, CloseCode::Away, "server shutting down").await?;
+    assert_eq!(receive_text(&mut info).await?, "input ended without a close frame");
+    expect_close(&mut info, CloseCode::Away, "server shutting down").await?;
     loop {
         match receive(&mut ticker).await? {
             Some(Message::Text(tick)) => assert!(tick.starts_with("tick "), "{tick}"),

@@ -159,6 +159,7 @@ async fn a_handler_can_subscribe_and_filter_what_it_passes_on() -> anyhow::Resul
 async fn the_admin_api_publishes_and_refuses_what_it_should() -> anyhow::Result<()> {
     let mut config = config_with([RouteConfig::new("/feed", example("feed"))]);
     config.topics.max_message_size = 1024;
+    config.routes[0].max_buffered = 1024;
     let server = TestServer::start_with(config).await?;
     let admin = server.admin(Some("s3cret")).await?;
     let mut reader = server.connect("/feed?topic=news").await?;
@@ -171,6 +172,12 @@ async fn the_admin_api_publishes_and_refuses_what_it_should() -> anyhow::Result<
     let published = admin_publish(admin, "feed:news", "application/octet-stream", "bytes", token).await?;
     assert_eq!(published.status, 202);
     assert_eq!(receive(&mut reader).await?, Some(Message::binary(b"bytes".to_vec())));
+    // A message as large as the limit reaches a connection whose queues are
+    // empty, even though its frame is larger than `max-buffered`.
+    let largest = "x".repeat(1024);
+    let published = admin_publish(admin, "feed:news", "text/plain", &largest, token).await?;
+    assert_eq!((published.status, published.body.as_str()), (202, "{\"reached\":1}\n"));
+    assert_eq!(receive_text(&mut reader).await?, largest);
     let nobody = admin_publish(admin, "feed:empty", "text/plain", "hello", token).await?;
     assert_eq!((nobody.status, nobody.body.as_str()), (202, "{\"reached\":0}\n"));
 

@@ -75,11 +75,13 @@ impl Budget {
         })
     }
 
-    /// Takes `bytes` from the allowance if they fit.
+    /// Takes `bytes` from the allowance if they fit. A message always fits
+    /// queues that are empty: else one as large as `[topics]
+    /// max-message-size` (its frame header on top) would reach nobody.
     fn reserve(&self, bytes: usize) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit)
+                used.checked_add(bytes).filter(|&total| total <= self.limit || used == 0)
             })
             .is_ok()
     }

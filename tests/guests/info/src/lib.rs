@@ -1,7 +1,9 @@
 //! Reports what the host told it about the connection, as its first message:
 //! `subprotocol=<..> query=<..> x-test=<..>`, then echoes text messages
 //! (`spam` first prints 1000 lines to stdout);
-//! once the client has closed, prints its close frame to stdout.
+//! once its input has ended, prints the client's close frame to stdout and
+//! sends it, if the connection is still open (`input ended without a close
+//! frame` when there is none).
 
 use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing};
 
@@ -29,11 +31,15 @@ impl Flow for Info {
                 break;
             }
         }
+        let ended = match incoming.close_frame().await {
+            Some(frame) => format!("client closed with {} {:?}", frame.code, frame.reason),
+            None => "input ended without a close frame".to_owned(),
+        };
         // Goes to the host's log, tagged with the connection.
-        match incoming.close_frame().await {
-            Some(frame) => println!("client closed with {} {:?}", frame.code, frame.reason),
-            None => println!("connection ended without a close frame"),
-        }
+        println!("{ended}");
+        // Reaches the client if it is still there (the server is shutting
+        // down); fails quietly if not.
+        let _ = outgoing.send_text(ended).await;
         Ok(())
     }
 }

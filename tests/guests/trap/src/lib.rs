@@ -1,6 +1,7 @@
 //! Echoes text messages until it receives `trap`, then panics, which traps
 //! the instance: the host must close this connection with 1011 and nothing
-//! else.
+//! else. `last WORDS` sends `WORDS`, then panics: what it sent still goes
+//! out before the 1011.
 
 use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing};
 
@@ -12,6 +13,10 @@ impl Flow for Trap {
             let text = message.into_text().await.unwrap_or_default();
             if text == "trap" {
                 panic!("asked to trap");
+            }
+            if let Some(words) = text.strip_prefix("last ") {
+                outgoing.send_text(words).await?;
+                panic!("asked to trap after its last words");
             }
             outgoing.send_text(text).await?;
         }
