@@ -536,13 +536,13 @@ async fn read_client<R: AsyncRead + Unpin>(
             }
             Event::Pong => continue,
             Event::Close(frame) => {
-                if let Some(frame) = &frame
-                    && let Some(closed) = closed
-                {
-                    let _ = closed.send(WitCloseFrame { code: frame.code.into(), reason: frame.reason.to_string() });
-                }
-                // 1005: a close frame without a code.
+                // 1005: a close frame without a code (RFC 6455 reserves it
+                // for telling applications just that).
                 let code = frame.as_ref().map_or(1005, |frame| u16::from(frame.code));
+                if let Some(closed) = closed {
+                    let reason = frame.as_ref().map(|frame| frame.reason.to_string()).unwrap_or_default();
+                    let _ = closed.send(WitCloseFrame { code, reason });
+                }
                 let _ = replies.send(Reply::Close(frame)).await;
                 return ReadEnd::Closed { code: Some(code) };
             }

@@ -243,7 +243,12 @@ fn check(component: &std::path::Path) -> anyhow::Result<()> {
     let described = handler.describe();
     say(format_args!("{}: a wsplug handler that this host can serve", component.display()))?;
     say(format_args!("  world:     {}", described.world))?;
-    let handshake = if described.handshake { "its own (exports handshake)" } else { "the host's default" };
+    let handshake = if described.handshake {
+        "exported: the component decides each upgrade (a Rust SDK handler without its own policy \
+         exports the SDK's default)"
+    } else {
+        "the host's default"
+    };
     say(format_args!("  handshake: {handshake}"))?;
     say(format_args!("  exports:   {}", described.exports.join(", ")))?;
     say(format_args!("  imports:   {}", described.imports.join(", ")))

@@ -30,7 +30,11 @@ impl Incoming {
     /// The next message, or `None` once the client has closed the connection.
     ///
     /// A streamed message may be dropped before its body is read to the end:
-    /// the host discards the rest and the next message arrives as usual.
+    /// the host discards the rest and the next message arrives as usual. But
+    /// the next message comes only after the body of a streamed one has been
+    /// read to its end or dropped (messages arrive in order, and the host
+    /// holds only a few chunks of a body): a handler that keeps a streamed
+    /// message unread while it waits for the next one waits forever.
     pub async fn next(&mut self) -> Option<Message> {
         self.messages.next().await
     }

@@ -1,13 +1,16 @@
 //! Topics: reach other connections of the host.
 //!
 //! ```ignore
-//! use wsplug_sdk::topics::{self, Published};
+//! use wsplug_sdk::topics::{self, Published, TopicError};
 //!
+//! // Each call returns a `TopicError` rather than trapping; a handler
+//! // decides what one means to it (see the chat example).
 //! topics::join("room:lobby")?;                    // the client gets the room's messages
 //! topics::publish("room:lobby", "* Ann joined")?; // to everyone in the room, Ann included
 //! topics::publish_to_others("room:lobby", "psst")?;
 //! let mut feed = topics::subscribe("prices")?;    // messages to the handler instead
 //! while let Some(message) = feed.next().await { /* filter, transform, send */ }
+//! # Ok::<(), TopicError>(())
 //! ```
 //!
 //! Delivery is at most once, in publish order per publisher and topic; a

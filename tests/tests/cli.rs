@@ -78,6 +78,14 @@ async fn the_handler_gets_the_clients_close_frame_and_its_stdout_reaches_the_log
         logged.contains("connection=") && logged.contains(r#"path="/info""#) && logged.contains("stdout"),
         "{logged}"
     );
+
+    // A close frame without a code is not a dropped connection: 1005.
+    let (mut client, _) = tokio_tungstenite::connect_async(urls[0].as_str()).await?;
+    assert!(receive_text(&mut client).await?.starts_with("subprotocol="));
+    client.close(None).await?;
+    while receive(&mut client).await?.is_some() {}
+    let logged = log_line(&log, &["client closed with"]);
+    assert!(logged.contains(r#"client closed with 1005 """#), "{logged}");
     Ok(())
 }
 
@@ -313,7 +321,10 @@ fn check_tells_what_a_component_is_or_why_it_cannot_be_served() {
     };
     let (code, text) = check(&example("chat"));
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("world:     flow-handler") && text.contains("its own (exports handshake)"), "{text}");
+    assert!(
+        text.contains("world:     flow-handler") && text.contains("handshake: exported: the component decides"),
+        "{text}"
+    );
     assert!(text.contains("wsplug:websocket/topics@0.1.0"), "{text}");
     let (code, text) = check(&example("ticker"));
     assert_eq!(code, Some(0), "{text}");
