@@ -3,7 +3,7 @@
 //! open ones keep theirs; a broken component changes nothing; routes are
 //! added and removed from the config file.
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tokio_tungstenite::tungstenite::Message;
@@ -138,6 +138,41 @@ async fn with_watch_a_changed_component_is_reloaded_by_itself() -> anyhow::Resul
     site.deploy("echo", "handler.wasm")?;
     log_line(&log, &["reloaded the routes (a watched file changed)", "replaced=[\"/h\"]"]);
     assert_eq!(say(&mut connect(&urls[0]).await?, "Peter").await?, "Peter");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replaced_route_goes_on_counting_its_open_connections_against_its_cap() -> anyhow::Result<()> {
+    let site = Site::new("cap")?;
+    site.deploy("greeter", "handler.wasm")?;
+    let config = site.dir.join("wsplug.toml");
+    std::fs::write(&config, "[[route]]\npath = \"/h\"\ncomponent = \"handler.wasm\"\nmax-connections = 1\n")?;
+    let (_server, urls, log) = site.serve(&config, &["--watch"], 1);
+    let mut open = connect(&urls[0]).await?;
+    assert_eq!(say(&mut open, "Peter").await?, "Hello Peter!");
+    site.deploy("echo", "handler.wasm")?;
+    log_line(&log, &["reloaded the routes (a watched file changed)", "replaced=[\"/h\"]"]);
+    // The connection open before the reload still holds the route's one place.
+    match tokio_tungstenite::connect_async(urls[0].as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => anyhow::bail!("expected 503, got {:?}", other.map(|_| "a connection")),
+    }
+    open.close(None).await?;
+    while guard(open.next()).await?.is_some() {}
+    // Its place is free once the host has seen it go.
+    let mut next = guard(async {
+        loop {
+            match tokio_tungstenite::connect_async(urls[0].as_str()).await {
+                Ok((client, _)) => return anyhow::Ok(client),
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 503 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    })
+    .await??;
+    assert_eq!(say(&mut next, "Peter").await?, "Peter");
     Ok(())
 }
 

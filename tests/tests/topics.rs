@@ -188,6 +188,14 @@ async fn the_admin_api_publishes_and_refuses_what_it_should() -> anyhow::Result<
     let exchange = |request: String| async move { wsplug_tests::http_exchange(admin, &request).await };
     let auth = "Authorization: Bearer s3cret\r\nConnection: close\r\n";
     assert_eq!(exchange(format!("GET /topics/feed:news HTTP/1.1\r\nHost: a\r\n{auth}\r\n")).await?.status, 405);
+    // Other methods on the other paths: 405 too, /healthz without a token.
+    let healthz = exchange("POST /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_owned()).await?;
+    assert_eq!(healthz.status, 405);
+    assert_eq!(exchange(format!("DELETE /metrics HTTP/1.1\r\nHost: a\r\n{auth}\r\n")).await?.status, 405);
+    // A percent-encoded name is the name (what encodeURIComponent makes of `feed:news`).
+    let encoded = admin_publish(admin, "feed%3Anews", "text/plain", "encoded", token).await?;
+    assert_eq!((encoded.status, encoded.body.as_str()), (202, "{\"reached\":1}\n"));
+    assert_eq!(receive_text(&mut reader).await?, "encoded");
     assert_eq!(exchange(format!("POST /elsewhere HTTP/1.1\r\nHost: a\r\n{auth}\r\n")).await?.status, 404);
     let bad_utf8 = format!(
         "POST /topics/feed:news HTTP/1.1\r\nHost: a\r\n{auth}Content-Type: text/plain\r\nContent-Length: 1\r\n\r\n\u{ff}"

@@ -7,12 +7,12 @@
 //! |---|---|
 //! | `GET /healthz` | `200` `ok` (no token needed) |
 //! | `GET /metrics` | `200`, the figures in Prometheus (OpenMetrics) text format (see [`crate::metrics`]) |
-//! | `POST /topics/{topic}`, body = the message | `202` `{"reached":N}`: queued for N subscribers on this host |
+//! | `POST /topics/{topic}`, body = the message | `202` `{"reached":N}`: queued for N subscribers on this host (the name may be percent-encoded: `room%3Alobby`) |
 //! | the same with a `text/*` content type | the message is text (`400` if the body is not UTF-8) |
 //! | a bad topic name | `400` |
 //! | a body over `[topics] max-message-size` | `413` |
 //! | wrong or missing token (when one is set) | `401` |
-//! | another method on `/topics/{topic}` | `405` |
+//! | another method on one of these paths | `405`, with `Allow` |
 //! | any other path | `404` |
 //! | the broker cannot take messages | `503` |
 
@@ -29,11 +29,19 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use percent_encoding::percent_decode_str;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// `405`, with the methods the resource takes.
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, format!("Use {allow}.\n"));
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
 
 /// The bound admin listener.
 pub struct Admin {
@@ -88,28 +96,35 @@ impl Admin {
 impl AdminApi {
     async fn answer(&self, request: Request<Incoming>) -> Response<Body> {
         let get = request.method() == Method::GET || request.method() == Method::HEAD;
-        if get && request.uri().path() == "/healthz" {
-            return text_response(StatusCode::OK, "ok\n");
+        let path = request.uri().path();
+        // `/healthz` answers whoever asks, for load balancers.
+        if path == "/healthz" {
+            return if get { text_response(StatusCode::OK, "ok\n") } else { not_allowed("GET, HEAD") };
         }
         if !self.authorized(&request) {
             let mut response = text_response(StatusCode::UNAUTHORIZED, "A valid bearer token is required.\n");
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return response;
         }
-        if get && request.uri().path() == "/metrics" {
+        if path == "/metrics" {
+            if !get {
+                return not_allowed("GET, HEAD");
+            }
             let mut response = Response::new(full(self.app.metrics().encode()));
             let format = "application/openmetrics-text; version=1.0.0; charset=utf-8";
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format));
             return response;
         }
-        let Some(topic) = request.uri().path().strip_prefix("/topics/").map(str::to_owned) else {
+        let Some(topic) = path.strip_prefix("/topics/") else {
             return text_response(StatusCode::NOT_FOUND, format!("{UNKNOWN_RESOURCE}\n"));
         };
         if request.method() != Method::POST {
-            let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "Publish with POST.\n");
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return response;
+            return not_allowed("POST");
         }
+        // `room%3Alobby` is `room:lobby`: what a backend's URL encoding makes of it.
+        let Ok(topic) = percent_decode_str(topic).decode_utf8().map(String::from) else {
+            return text_response(StatusCode::BAD_REQUEST, "The topic name is not UTF-8 once decoded.\n");
+        };
         let broker = self.app.broker();
         if let Err(error) = crate::topics::check_name(&topic) {
             return text_response(StatusCode::BAD_REQUEST, format!("{error}\n"));

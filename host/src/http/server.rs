@@ -118,7 +118,13 @@ impl Routes {
             let handler = runtime
                 .load_bytes(&config.component, &bytes, config.guest_policy())
                 .with_context(|| format!("route {path}"))?;
-            let permits = config.max_connections.map(|max| Arc::new(Semaphore::new(max)));
+            // The same cap goes on counting the connections open under the
+            // route before (else each reload would make room for as many
+            // again); a new cap counts from the reload.
+            let permits = match kept {
+                Some(route) if route.config.max_connections == config.max_connections => route.permits.clone(),
+                _ => config.max_connections.map(|max| Arc::new(Semaphore::new(max))),
+            };
             let origins = OriginPolicy::new(&config.allowed_origins)
                 .map_err(|why| anyhow::anyhow!("route {path}: allowed-origins: {why}"))?;
             let shared = (config.instance == InstanceMode::Shared)
