@@ -34,6 +34,15 @@ impl RedisServer {
         }
     }
 
+    /// Stops it (SIGSTOP) or lets it go on (SIGCONT): a stalled server,
+    /// which keeps its connections open and answers nothing.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("redis-server is not running")?;
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status()?;
+        anyhow::ensure!(sent.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
     /// Starts it again on the same port, once it answers.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

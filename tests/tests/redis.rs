@@ -3,7 +3,7 @@
 //! publish on one reaches clients of the other; a host follows its
 //! connections' topics on Redis; and when Redis goes away and comes back,
 //! both hosts say so, refuse publishes meanwhile, and deliver again without
-//! a restart.
+//! a restart; while it stalls, what waits for it is bounded in bytes.
 
 use futures_util::SinkExt;
 use std::net::SocketAddr;
@@ -143,5 +143,29 @@ async fn both_hosts_ride_out_redis_going_away_and_coming_back() -> anyhow::Resul
     let published = admin_publish(b.admin, "news", "text/plain", "four", None).await?;
     assert_eq!(published.status, 202);
     assert_eq!(receive_text(&mut early).await?, "four");
+    Ok(())
+}
+
+#[tokio::test]
+async fn publishes_waiting_for_a_stalled_redis_are_bounded_in_bytes() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let host = Host::start(&redis.url());
+    host.logs(&["connected to Redis at"]);
+    // Stalled, not gone: the host finds out only when its next ping goes
+    // unanswered, and meanwhile queues publishes for it.
+    redis.signal("STOP")?;
+    let megabyte = "x".repeat(1_000_000);
+    let mut queued = 0;
+    for _ in 0..40 {
+        let published = admin_publish(host.admin, "news", "text/plain", &megabyte, None).await?;
+        match published.status {
+            202 => queued += 1,
+            503 => {}
+            status => anyhow::bail!("publish answered {status}: {}", published.body),
+        }
+    }
+    redis.signal("CONT")?;
+    // 16 MiB wait at most (and one message over it).
+    assert!((1..=17).contains(&queued), "{queued} publishes of a megabyte queued for a stalled Redis");
     Ok(())
 }

@@ -79,11 +79,7 @@ impl Budget {
     /// queues that are empty: else one as large as `[topics]
     /// max-message-size` (its frame header on top) would reach nobody.
     fn reserve(&self, bytes: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit || used == 0)
-            })
-            .is_ok()
+        count_in(&self.used, bytes, self.limit)
     }
 
     fn release(&self, bytes: usize) {
@@ -108,6 +104,15 @@ impl Budget {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+}
+
+/// Adds `bytes` to the count `used` if the total stays within `limit`, or
+/// if nothing is counted yet (one item always fits, however large).
+pub(crate) fn count_in(used: &AtomicUsize, bytes: usize, limit: usize) -> bool {
+    used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |counted| {
+        counted.checked_add(bytes).filter(|&total| total <= limit || counted == 0)
+    })
+    .is_ok()
 }
 
 /// What a queued item costs the budget.

@@ -22,12 +22,13 @@
 //! once).
 
 use super::broker::{Published, Registry, TopicError};
+use super::queue::count_in;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -40,6 +41,11 @@ const CHANNEL_PREFIX: &str = "wsplug:";
 /// Publishes waiting for the Redis connection; beyond this a publish is
 /// refused (`Unavailable`) rather than buffered.
 const PUBLISH_QUEUE: usize = 4096;
+
+/// Bytes of publishes waiting for Redis or on their way there (a stalled
+/// Redis holds a pipeline unanswered); beyond this a publish is refused
+/// too, whatever the count: 4,096 messages of a megabyte would be 4 GiB.
+const PUBLISH_BACKLOG: usize = 16 << 20;
 
 /// The most publishes sent in one pipeline.
 const PUBLISH_BATCH: usize = 256;
@@ -93,6 +99,24 @@ pub(crate) struct Relay {
     host: u64,
     up: Arc<AtomicBool>,
     publishes: mpsc::Sender<Outgoing>,
+    backlog: Arc<Backlog>,
+}
+
+/// Bytes of publishes queued for Redis or in a pipeline not yet answered.
+#[derive(Debug, Default)]
+struct Backlog(AtomicUsize);
+
+impl Backlog {
+    /// Counts `bytes` in if they fit under [`PUBLISH_BACKLOG`] (a message
+    /// always fits an empty backlog, however large).
+    fn take(&self, bytes: usize) -> bool {
+        count_in(&self.0, bytes, PUBLISH_BACKLOG)
+    }
+
+    /// Counts `bytes` out: sent (and answered) or dropped.
+    fn give_back(&self, bytes: usize) {
+        self.0.fetch_sub(bytes, Ordering::AcqRel);
+    }
 }
 
 /// A publish on its way to Redis.
@@ -111,9 +135,19 @@ impl Relay {
         let host = host_id();
         let up = Arc::new(AtomicBool::new(false));
         let (publishes, outgoing) = mpsc::channel(PUBLISH_QUEUE);
-        let task = RelayTask { client, url: redacted(url), host, up: up.clone(), registry, interests, outgoing };
+        let backlog = Arc::new(Backlog::default());
+        let task = RelayTask {
+            client,
+            url: redacted(url),
+            host,
+            up: up.clone(),
+            registry,
+            interests,
+            outgoing,
+            backlog: backlog.clone(),
+        };
         tokio::spawn(task.run());
-        Self { url: redacted(url), host, up, publishes }
+        Self { url: redacted(url), host, up, publishes, backlog }
     }
 
     /// Queues `message` for the other hosts, or refuses it if Redis is
@@ -123,9 +157,15 @@ impl Relay {
             return Err(TopicError::Unavailable(format!("Redis at {} is unreachable", self.url)));
         }
         let outgoing = Outgoing { channel: format!("{CHANNEL_PREFIX}{topic}"), payload: encode(self.host, message) };
-        self.publishes
-            .try_send(outgoing)
-            .map_err(|_| TopicError::Unavailable(format!("Redis at {} does not keep up", self.url)))
+        let bytes = outgoing.payload.len();
+        let behind = || TopicError::Unavailable(format!("Redis at {} does not keep up", self.url));
+        if !self.backlog.take(bytes) {
+            return Err(behind());
+        }
+        self.publishes.try_send(outgoing).map_err(|_| {
+            self.backlog.give_back(bytes);
+            behind()
+        })
     }
 }
 
@@ -167,6 +207,7 @@ struct RelayTask {
     registry: Weak<Registry>,
     interests: mpsc::UnboundedReceiver<Interest>,
     outgoing: mpsc::Receiver<Outgoing>,
+    backlog: Arc<Backlog>,
 }
 
 /// The two connections while Redis is reachable.
@@ -270,10 +311,15 @@ impl RelayTask {
                         return LinkEnd::Stopped;
                     }
                     let mut pipeline = redis::pipe();
+                    let mut bytes = 0;
                     for outgoing in batch.drain(..) {
+                        bytes += outgoing.payload.len();
                         pipeline.cmd("PUBLISH").arg(outgoing.channel).arg(outgoing.payload).ignore();
                     }
-                    exchange(pipeline.query_async::<()>(&mut link.publisher)).await
+                    let sent = exchange(pipeline.query_async::<()>(&mut link.publisher)).await;
+                    // Answered, or dropped with the link.
+                    self.backlog.give_back(bytes);
+                    sent
                 }
                 message = link.messages.next() => match message {
                     None => Err("the connection closed".to_owned()),
@@ -328,7 +374,10 @@ impl RelayTask {
                 },
                 outgoing = self.outgoing.recv() => match outgoing {
                     None => return false,
-                    Some(_) => dropped += 1,
+                    Some(outgoing) => {
+                        dropped += 1;
+                        self.backlog.give_back(outgoing.payload.len());
+                    }
                 },
             }
         }
