@@ -263,13 +263,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// parsed, it would drop the bad part and log nothing at all.
 fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
+    // The parser's error repeats its cause in its own message: said once.
+    let parse = |text: &str, named: String| {
+        EnvFilter::try_new(text).map_err(|err| {
+            anyhow::anyhow!("{named} is not a log filter (such as \"info\" or \"wsplug=debug,warn\"): {err}")
+        })
+    };
     let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => {
-            EnvFilter::try_new(&env).with_context(|| format!("RUST_LOG={env:?} is not a log filter"))?
-        }
-        _ => EnvFilter::try_new(filter).with_context(|| {
-            format!("log = {filter:?} is not a log filter (such as \"info\" or \"wsplug=debug,warn\")")
-        })?,
+        Ok(env) if !env.is_empty() => parse(&env, format!("RUST_LOG={env:?}"))?,
+        _ => parse(filter, format!("log = {filter:?}"))?,
     };
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {

@@ -73,7 +73,8 @@ pub async fn reload_when_asked(
                 watched = before.with(config_file.iter().cloned().chain(components(&config)));
             }
             Err(err) => {
-                tracing::warn!("reload refused ({why}); the previous routes keep serving: {err:#}");
+                let err = one_line(&format!("{err:#}"));
+                tracing::warn!("reload refused ({why}); the previous routes keep serving: {err}");
                 // Not again until something changes.
                 watched = before;
             }
@@ -123,6 +124,19 @@ impl Watched {
     }
 }
 
+/// An error as one log line: a TOML error's caret diagram (the lines
+/// `  |`, `4 | component = `, `  |     ^`) left out, the rest joined, so
+/// that line-based log collectors keep it whole. The line and column stay
+/// in its first line.
+fn one_line(text: &str) -> String {
+    let diagram = |line: &str| {
+        line.trim_start().trim_start_matches(|c: char| c.is_ascii_digit()).starts_with(" |")
+            || line.trim_start().starts_with('|')
+    };
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|line| !line.is_empty() && !diagram(line)).collect();
+    lines.join(": ")
+}
+
 fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
     let metadata = std::fs::metadata(path).ok()?;
     Some((metadata.modified().ok()?, metadata.len()))
@@ -134,6 +148,15 @@ mod tests {
 
     fn config(text: &str) -> Config {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_toml_error_is_logged_on_one_line_without_its_diagram() {
+        let err = toml::from_str::<Config>("[[route]]\npath = \"/a\"\ncomponent = \n").unwrap_err();
+        let logged = one_line(&format!("bad config file wsplug.toml: {err}"));
+        assert!(!logged.contains('\n'), "{logged}");
+        assert!(logged.starts_with("bad config file wsplug.toml: TOML parse error at line 3, column 13: "), "{logged}");
+        assert!(!logged.contains('|') && logged.ends_with("expected literal string"), "{logged}");
     }
 
     #[test]
