@@ -17,8 +17,10 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// Reloads `app`'s routes from what `read_config` returns whenever asked
 /// (`hangup`: SIGHUP) or, with `watch`, whenever a file it was read from changes:
 /// `config_file`, if any, or a component of the routes (`first` is the
-/// config `app` was started with).
-pub async fn reload_when_asked(
+/// config `app` was started with). The files are looked at when this is
+/// called, not when the future first runs: a change made once the server
+/// says it is serving is a change, however late the task starts.
+pub fn reload_when_asked(
     read_config: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
     mut hangup: Signal,
     config_file: Option<PathBuf>,
@@ -26,57 +28,59 @@ pub async fn reload_when_asked(
     app: App,
     first: Config,
     watch: bool,
-) -> anyhow::Result<()> {
-    let read_config = Arc::new(read_config);
+) -> impl Future<Output = anyhow::Result<()>> {
     let mut watched = Watched::files(config_file.iter().cloned().chain(components(&first)));
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    loop {
-        let why = tokio::select! {
-            _ = hangup.recv() => "SIGHUP",
-            _ = tick.tick(), if watch => {
-                if !watched.changed() {
-                    continue;
+    let read_config = Arc::new(read_config);
+    async move {
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        loop {
+            let why = tokio::select! {
+                _ = hangup.recv() => "SIGHUP",
+                _ = tick.tick(), if watch => {
+                    if !watched.changed() {
+                        continue;
+                    }
+                    "a watched file changed"
                 }
-                "a watched file changed"
-            }
-        };
-        // The files as they are before they are read: a change made while
-        // the reload runs differs from this, and triggers the next one.
-        let before = watched.again();
-        let (read_config, runtime, current) = (read_config.clone(), runtime.clone(), app.routes());
-        // Compiling takes a while; the server goes on meanwhile.
-        let reloaded = tokio::task::spawn_blocking(move || {
-            let config = read_config()?;
-            let (routes, changes) = Routes::reload(&runtime, &config.routes, &current)?;
-            anyhow::Ok((config, routes, changes))
-        })
-        .await?;
-        match reloaded {
-            Ok((config, routes, changes)) => {
-                app.replace_routes(routes);
-                tracing::info!(
-                    added = ?changes.added,
-                    replaced = ?changes.replaced,
-                    removed = ?changes.removed,
-                    unchanged = ?changes.unchanged,
-                    "reloaded the routes ({why})"
-                );
-                for advice in config.advice() {
-                    tracing::warn!("{advice}");
-                }
-                if host_settings_differ(&first, &config) {
-                    tracing::warn!(
-                        "the config's host-wide settings (all but its routes) changed: a reload takes only the \
-                         routes; the rest takes effect at the next start"
+            };
+            // The files as they are before they are read: a change made while
+            // the reload runs differs from this, and triggers the next one.
+            let before = watched.again();
+            let (read_config, runtime, current) = (read_config.clone(), runtime.clone(), app.routes());
+            // Compiling takes a while; the server goes on meanwhile.
+            let reloaded = tokio::task::spawn_blocking(move || {
+                let config = read_config()?;
+                let (routes, changes) = Routes::reload(&runtime, &config.routes, &current)?;
+                anyhow::Ok((config, routes, changes))
+            })
+            .await?;
+            match reloaded {
+                Ok((config, routes, changes)) => {
+                    app.replace_routes(routes);
+                    tracing::info!(
+                        added = ?changes.added,
+                        replaced = ?changes.replaced,
+                        removed = ?changes.removed,
+                        unchanged = ?changes.unchanged,
+                        "reloaded the routes ({why})"
                     );
+                    for advice in config.advice() {
+                        tracing::warn!("{advice}");
+                    }
+                    if host_settings_differ(&first, &config) {
+                        tracing::warn!(
+                            "the config's host-wide settings (all but its routes) changed: a reload takes only the \
+                         routes; the rest takes effect at the next start"
+                        );
+                    }
+                    watched = before.with(config_file.iter().cloned().chain(components(&config)));
                 }
-                watched = before.with(config_file.iter().cloned().chain(components(&config)));
-            }
-            Err(err) => {
-                let err = one_line(&format!("{err:#}"));
-                tracing::warn!("reload refused ({why}); the previous routes keep serving: {err}");
-                // Not again until something changes.
-                watched = before;
+                Err(err) => {
+                    let err = one_line(&format!("{err:#}"));
+                    tracing::warn!("reload refused ({why}); the previous routes keep serving: {err}");
+                    // Not again until something changes.
+                    watched = before;
+                }
             }
         }
     }

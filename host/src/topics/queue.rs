@@ -239,10 +239,22 @@ mod tests {
     }
 
     #[test]
+    fn a_message_larger_than_the_budget_fits_empty_queues_only() {
+        let budget = Budget::new(4, SlowSubscriber::Drop, TopicCounters::default());
+        let (sender, mut receiver) = channel::<Bytes>(budget.clone());
+        assert_eq!(sender.offer(Bytes::from_static(b"123456")), Delivery::Queued);
+        assert_eq!(sender.offer(Bytes::from_static(b"1")), Delivery::Dropped);
+        assert_eq!(receiver.try_recv().as_deref(), Some(&b"123456"[..]));
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn the_close_policy_marks_the_connection_too_slow() {
         let budget = Budget::new(4, SlowSubscriber::Close, TopicCounters::default());
         let (sender, _receiver) = channel::<Bytes>(budget.clone());
-        assert_eq!(sender.offer(Bytes::from_static(b"12345")), Delivery::Dropped);
+        assert_eq!(sender.offer(Bytes::from_static(b"1234")), Delivery::Queued);
+        assert!(!budget.too_slow.is_cancelled());
+        assert_eq!(sender.offer(Bytes::from_static(b"5")), Delivery::Dropped);
         assert!(budget.too_slow.is_cancelled());
     }
 }
