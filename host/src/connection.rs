@@ -117,7 +117,7 @@ pub struct Compression {
 /// | what happens | close frame sent |
 /// |---|---|
 /// | the handler's output ends | 1000 |
-/// | the handler traps | 1011 `handler failed`, after the whole messages it sent before (within a second) |
+/// | the handler traps | 1011 `handler failed`, after the strict messages it sent before, up to its first streamed one (within a second) |
 /// | a message or frame over the route's limit | 1009 ¹ |
 /// | invalid UTF-8 in a text message | 1007 ¹ |
 /// | any other protocol violation by the client | 1002 ¹ |
@@ -163,8 +163,9 @@ where
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
     let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
     let activity = Activity::new();
-    // Set once the guest has failed: its whole messages still go out, but a
-    // streamed one is cut where the failure left it.
+    // Set once the guest has failed: its strict messages still go out, up to
+    // a streamed one, which is cut (its body's end cannot be told from the
+    // failure's).
     let guest_failed = AtomicBool::new(false);
 
     let counting = Counting { metrics: counted, rate: message_rate };
@@ -231,10 +232,11 @@ where
                         }
                         ReadEnd::Violation { frame, in_message, reader } => {
                             refused_input = Some(reader);
+                            // After a failure of the guest, its 1011 stands.
                             if in_message {
-                                break Some(frame);
+                                break Some(violation.take().unwrap_or(frame));
                             }
-                            violation = Some(frame);
+                            violation.get_or_insert(frame);
                             deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
                             false
                         }
@@ -251,8 +253,9 @@ where
                             if client_closed {
                                 break None;
                             }
-                            // What it sent before it failed goes out first,
-                            // for as long as a guest gets to finish.
+                            // What it sent before it failed goes out first (up
+                            // to a streamed message), for as long as a guest
+                            // gets to finish.
                             guest_failed.store(true, Ordering::Relaxed);
                             let frame = violation.get_or_insert_with(|| close_frame(CloseCode::Error, "handler failed"));
                             if write_done {
@@ -552,7 +555,11 @@ async fn read_client<R: AsyncRead + Unpin>(
             Handed::Taken => {}
             // Once the guest is gone nobody reads the queue; keep reading the
             // socket anyway so that the close handshake completes.
-            Handed::Refused | Handed::ShuttingDown => input = None,
+            Handed::Refused => input = None,
+            Handed::ShuttingDown => {
+                input = None;
+                closed = None;
+            }
         }
     }
 }
@@ -730,7 +737,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
             },
             message = outgoing.recv(), if body.is_none() => match message.inspect(|_| guest_turn = false) {
                 None => return flushed(writer).await,
-                // After a failure only whole messages go out: a streamed one
+                // After a failure only strict messages go out: a streamed one
                 // may have been cut.
                 Some(GuestMessage::Streamed { .. }) if guest_failed.load(Ordering::Relaxed) => {
                     return flushed(writer).await;

@@ -290,6 +290,8 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let runtime = Arc::new(Runtime::for_config(&config)?);
+    // Before the components are read: a change from now on is a change.
+    let first_look = reload::FirstLook::now(args.config.clone(), &config);
     let routes = Routes::load(&runtime, &config.routes)?;
     let paths: Vec<String> = routes.paths().into_iter().map(str::to_owned).collect();
     let app = App::new(routes, &config);
@@ -325,16 +327,8 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let stopped = stopped.clone();
         tokio::spawn(async move { admin.run_until(stopped.cancelled_owned()).await });
     }
-    let (config_file, watch) = (args.config.clone(), args.watch);
-    let reloads = reload::reload_when_asked(
-        move || args.config(),
-        hangup,
-        config_file,
-        runtime,
-        app.clone(),
-        config.clone(),
-        watch,
-    );
+    let watch = args.watch;
+    let reloads = reload::reload_when_asked(move || args.config(), hangup, runtime, app.clone(), first_look, watch);
     let reloads = tokio::spawn(async move {
         if let Err(err) = reloads.await {
             tracing::warn!("reloading is off: {err:#}");

@@ -14,73 +14,85 @@ use wsplug::{App, Config, Routes, Runtime};
 /// How often `--watch` looks at the files.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The files a reload watches (the config file, if any, and the routes'
+/// components) as they were when the config was read: taken before the
+/// routes are compiled, so that any change from then on is seen.
+pub struct FirstLook {
+    config_file: Option<PathBuf>,
+    first: Config,
+    watched: Watched,
+}
+
+impl FirstLook {
+    /// The files of `first`, read from `config_file`, as they are now.
+    pub fn now(config_file: Option<PathBuf>, first: &Config) -> Self {
+        let watched = Watched::files(config_file.iter().cloned().chain(components(first)));
+        Self { config_file, first: first.clone(), watched }
+    }
+}
+
 /// Reloads `app`'s routes from what `read_config` returns whenever asked
-/// (`hangup`: SIGHUP) or, with `watch`, whenever a file it was read from changes:
-/// `config_file`, if any, or a component of the routes (`first` is the
-/// config `app` was started with). The files are looked at when this is
-/// called, not when the future first runs: a change made once the server
-/// says it is serving is a change, however late the task starts.
-pub fn reload_when_asked(
+/// (`hangup`: SIGHUP) or, with `watch`, whenever a file it was read from
+/// changes: the config file, if any, or a component of the routes (as
+/// `first_look` saw them; its config is the one `app` was started with).
+pub async fn reload_when_asked(
     read_config: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
     mut hangup: Signal,
-    config_file: Option<PathBuf>,
     runtime: Arc<Runtime>,
     app: App,
-    first: Config,
+    first_look: FirstLook,
     watch: bool,
-) -> impl Future<Output = anyhow::Result<()>> {
-    let mut watched = Watched::files(config_file.iter().cloned().chain(components(&first)));
+) -> anyhow::Result<()> {
+    let FirstLook { config_file, first, mut watched } = first_look;
     let read_config = Arc::new(read_config);
-    async move {
-        let mut tick = tokio::time::interval(WATCH_INTERVAL);
-        loop {
-            let why = tokio::select! {
-                _ = hangup.recv() => "SIGHUP",
-                _ = tick.tick(), if watch => {
-                    if !watched.changed() {
-                        continue;
-                    }
-                    "a watched file changed"
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        let why = tokio::select! {
+            _ = hangup.recv() => "SIGHUP",
+            _ = tick.tick(), if watch => {
+                if !watched.changed() {
+                    continue;
                 }
-            };
-            // The files as they are before they are read: a change made while
-            // the reload runs differs from this, and triggers the next one.
-            let before = watched.again();
-            let (read_config, runtime, current) = (read_config.clone(), runtime.clone(), app.routes());
-            // Compiling takes a while; the server goes on meanwhile.
-            let reloaded = tokio::task::spawn_blocking(move || {
-                let config = read_config()?;
-                let (routes, changes) = Routes::reload(&runtime, &config.routes, &current)?;
-                anyhow::Ok((config, routes, changes))
-            })
-            .await?;
-            match reloaded {
-                Ok((config, routes, changes)) => {
-                    app.replace_routes(routes);
-                    tracing::info!(
-                        added = ?changes.added,
-                        replaced = ?changes.replaced,
-                        removed = ?changes.removed,
-                        unchanged = ?changes.unchanged,
-                        "reloaded the routes ({why})"
+                "a watched file changed"
+            }
+        };
+        // The files as they are before they are read: a change made while
+        // the reload runs differs from this, and triggers the next one.
+        let before = watched.again();
+        let (read_config, runtime, current) = (read_config.clone(), runtime.clone(), app.routes());
+        // Compiling takes a while; the server goes on meanwhile.
+        let reloaded = tokio::task::spawn_blocking(move || {
+            let config = read_config()?;
+            let (routes, changes) = Routes::reload(&runtime, &config.routes, &current)?;
+            anyhow::Ok((config, routes, changes))
+        })
+        .await?;
+        match reloaded {
+            Ok((config, routes, changes)) => {
+                app.replace_routes(routes);
+                tracing::info!(
+                    added = ?changes.added,
+                    replaced = ?changes.replaced,
+                    removed = ?changes.removed,
+                    unchanged = ?changes.unchanged,
+                    "reloaded the routes ({why})"
+                );
+                for advice in config.advice() {
+                    tracing::warn!("{advice}");
+                }
+                if host_settings_differ(&first, &config) {
+                    tracing::warn!(
+                        "the config's host-wide settings (all but its routes) changed: a reload takes only the \
+                     routes; the rest takes effect at the next start"
                     );
-                    for advice in config.advice() {
-                        tracing::warn!("{advice}");
-                    }
-                    if host_settings_differ(&first, &config) {
-                        tracing::warn!(
-                            "the config's host-wide settings (all but its routes) changed: a reload takes only the \
-                         routes; the rest takes effect at the next start"
-                        );
-                    }
-                    watched = before.with(config_file.iter().cloned().chain(components(&config)));
                 }
-                Err(err) => {
-                    let err = one_line(&format!("{err:#}"));
-                    tracing::warn!("reload refused ({why}); the previous routes keep serving: {err}");
-                    // Not again until something changes.
-                    watched = before;
-                }
+                watched = before.with(config_file.iter().cloned().chain(components(&config)));
+            }
+            Err(err) => {
+                let err = one_line(&format!("{err:#}"));
+                tracing::warn!("reload refused ({why}); the previous routes keep serving: {err}");
+                // Not again until something changes.
+                watched = before;
             }
         }
     }

@@ -35,6 +35,9 @@ impl Incoming {
     /// read to its end or dropped (messages arrive in order, and the host
     /// holds only a few chunks of a body): a handler that keeps a streamed
     /// message unread while it waits for the next one waits forever.
+    ///
+    /// Cancel-safe: dropped before it returns (the other branch of a
+    /// `select!` won), it loses no message; the next call returns it.
     pub async fn next(&mut self) -> Option<Message> {
         self.messages.next().await
     }

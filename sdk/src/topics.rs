@@ -64,6 +64,7 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next message; `None` only if the host ended the subscription.
+    /// Cancel-safe, like [`crate::Incoming::next`].
     pub async fn next(&mut self) -> Option<Published> {
         self.messages.next().await
     }

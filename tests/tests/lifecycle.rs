@@ -214,3 +214,25 @@ async fn shutdown_ends_input_lets_output_finish_and_closes_with_1001() -> anyhow
     assert!(guard(server.app.closed()).await?, "every connection closed");
     Ok(())
 }
+
+#[tokio::test]
+async fn shutdown_tells_a_busy_guest_there_is_no_close_frame() -> anyhow::Result<()> {
+    let mut config = config_with([RouteConfig::new("/burst", test_guest("burst"))]);
+    config.shutdown_grace = Duration::from_secs(60);
+    let server = TestServer::start_with(config).await?;
+    let mut client = server.connect("/burst").await?;
+    // The guest reads nothing for 300 ms: two messages wait for it and the
+    // host's reader waits to hand over the third when the shutdown begins.
+    for text in ["a", "b", "c", "d"] {
+        client.feed(Message::text(text)).await?;
+    }
+    client.flush().await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.app.shutdown();
+    assert_eq!(receive_text(&mut client).await?, "a +1");
+    assert_eq!(receive_text(&mut client).await?, "b +0");
+    // Its input ended for the shutdown: its close frame is none, at once, not
+    // at the end of the grace period.
+    assert_eq!(receive_text(&mut client).await?, "ended without a close frame");
+    expect_close(&mut client, CloseCode::Away, "server shutting down").await
+}

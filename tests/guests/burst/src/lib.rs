@@ -1,7 +1,8 @@
 //! Answers each message with how many more had come with it: `text +N`,
 //! where N is what [`Incoming::buffered`] says once the message is taken.
 //! Waits 300 ms before its first read, so that a burst the client sends at
-//! once is waiting for it.
+//! once is waiting for it. Once its input has ended without a close frame
+//! from the client (the server shuts down), it says so.
 
 use std::time::Duration;
 use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing, sleep};
@@ -15,6 +16,9 @@ impl Flow for Burst {
             let more = incoming.buffered();
             let text = message.into_text().await.unwrap_or_default();
             outgoing.send_text(format!("{text} +{more}")).await?;
+        }
+        if incoming.close_frame().await.is_none() {
+            outgoing.send_text("ended without a close frame").await?;
         }
         Ok(())
     }
