@@ -209,6 +209,19 @@ async fn the_admin_api_publishes_and_refuses_what_it_should() -> anyhow::Result<
 }
 
 #[tokio::test]
+async fn the_feed_example_decodes_a_percent_encoded_topic_name() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/feed", example("feed"))]).await?;
+    let admin = server.admin(None).await?;
+    // What encodeURIComponent("prices:EUR") makes of the name.
+    let mut reader = server.connect("/feed?topic=prices%3AEUR").await?;
+    server.subscribers("feed:prices:EUR", 1).await?;
+    let published = admin_publish(admin, "feed:prices:EUR", "text/plain", "1.08", None).await?;
+    assert_eq!((published.status, published.body.as_str()), (202, "{\"reached\":1}\n"));
+    assert_eq!(receive_text(&mut reader).await?, "1.08");
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_chat_example_speaks_its_protocol() -> anyhow::Result<()> {
     let server = TestServer::start(&[("/chat", example("chat"))]).await?;
     let admin = server.admin(None).await?;
