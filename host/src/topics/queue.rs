@@ -222,10 +222,16 @@ impl<T: Weighed> Drop for Receiver<T> {
 mod tests {
     use super::*;
 
+    /// A queue of frames on a budget of `limit` bytes, and the budget.
+    fn queue(limit: usize, policy: SlowSubscriber) -> (Arc<Budget>, Sender<Bytes>, Receiver<Bytes>) {
+        let budget = Budget::new(limit, policy, TopicCounters::default());
+        let (sender, receiver) = channel::<Bytes>(budget.clone());
+        (budget, sender, receiver)
+    }
+
     #[test]
     fn a_full_budget_drops_and_counts_then_takes_what_fits_again() {
-        let budget = Budget::new(10, SlowSubscriber::Drop, TopicCounters::default());
-        let (sender, mut receiver) = channel::<Bytes>(budget.clone());
+        let (budget, sender, mut receiver) = queue(10, SlowSubscriber::Drop);
         assert_eq!(sender.offer(Bytes::from_static(b"123456")), Delivery::Queued);
         assert_eq!(sender.offer(Bytes::from_static(b"123456")), Delivery::Dropped);
         assert_eq!(sender.offer(Bytes::from_static(b"1234")), Delivery::Queued);
@@ -240,8 +246,7 @@ mod tests {
 
     #[test]
     fn a_message_larger_than_the_budget_fits_empty_queues_only() {
-        let budget = Budget::new(4, SlowSubscriber::Drop, TopicCounters::default());
-        let (sender, mut receiver) = channel::<Bytes>(budget.clone());
+        let (budget, sender, mut receiver) = queue(4, SlowSubscriber::Drop);
         assert_eq!(sender.offer(Bytes::from_static(b"123456")), Delivery::Queued);
         assert_eq!(sender.offer(Bytes::from_static(b"1")), Delivery::Dropped);
         assert_eq!(receiver.try_recv().as_deref(), Some(&b"123456"[..]));
@@ -250,8 +255,7 @@ mod tests {
 
     #[test]
     fn the_close_policy_marks_the_connection_too_slow() {
-        let budget = Budget::new(4, SlowSubscriber::Close, TopicCounters::default());
-        let (sender, _receiver) = channel::<Bytes>(budget.clone());
+        let (budget, sender, _receiver) = queue(4, SlowSubscriber::Close);
         assert_eq!(sender.offer(Bytes::from_static(b"1234")), Delivery::Queued);
         assert!(!budget.too_slow.is_cancelled());
         assert_eq!(sender.offer(Bytes::from_static(b"5")), Delivery::Dropped);
