@@ -4,7 +4,7 @@
 //! messages/s, connection setup and memory per open connection.
 
 use crate::servers::{Server, root};
-use crate::{Target, idle_memory, setup_rate, throughput};
+use crate::{Target, idle, setup_rate, throughput};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -60,7 +60,7 @@ pub async fn report() -> anyhow::Result<()> {
         // One connection first: a shared instance starts with it and is not
         // counted against the connections measured.
         let (first, _) = tokio_tungstenite::connect_async(target.url.as_str()).await?;
-        let memory = idle_memory(&target, &server, OPEN_CONNECTIONS, 10 + net as u8).await?;
+        let memory = idle::memory(&target, &server, OPEN_CONNECTIONS, 10 + net as u8).await?;
         drop(first);
         let throughput = throughput(&target, 64, 32, 1).await?;
         let setup = setup_rate(&target, SETUP_CYCLES).await?;

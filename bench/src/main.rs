@@ -15,6 +15,7 @@
 
 mod compression;
 mod fanout;
+mod idle;
 mod languages;
 mod native;
 mod servers;
@@ -52,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let idle_connections = setting("WSPLUG_BENCH_IDLE", 1000);
     // Each idle connection is a socket here and one in the server (which
     // inherits this limit): raised as far as the hard limit allows.
-    raise_open_files();
+    idle::raise_open_files();
     let in_flight = setting("WSPLUG_BENCH_IN_FLIGHT", 1).max(1);
     tokio::runtime::Runtime::new()?.block_on(run(idle_connections, in_flight))
 }
@@ -154,25 +155,47 @@ async fn echo(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
         }
     }
     let mut baseline = None;
-    let idle_targets = [(&targets[0], &native), (&targets[1], &wsplug)];
-    for (client_net, (target, server)) in idle_targets.into_iter().enumerate().filter(|_| part("idle")) {
-        if let Some(files) = open_files_short_of(idle_connections) {
-            println!(
-                "| {idle_connections} idle connections | {} | not run: the open-files limit (ulimit -Hn) is {files}, \
-                 each side needs {} | - |",
-                target.name,
-                idle_connections + FILES_BESIDES_IDLE
-            );
-            continue;
-        }
-        let per_connection = idle_memory(target, server, idle_connections, client_net as u8 + 1).await?;
-        let base = *baseline.get_or_insert(per_connection);
-        println!(
-            "| {idle_connections} idle connections | {} | {:.1} KiB RSS each | {:.2} |",
-            target.name,
-            per_connection / 1024.0,
-            per_connection / base
-        );
+    // The native server speaks HTTP/1.1 only.
+    let idle_targets = [(&targets[0], &native, false), (&targets[1], &wsplug, true)];
+    for (client_net, (target, server, speaks_http2)) in idle_targets.into_iter().enumerate().filter(|_| part("idle")) {
+        let short_of_files = idle::open_files_short_of(idle_connections);
+        let (scenario, per_connection) = match short_of_files {
+            None => (
+                format!("{idle_connections} idle connections"),
+                idle::memory(target, server, idle_connections, client_net as u8 + 1).await?,
+            ),
+            Some(files) if !speaks_http2 => {
+                println!(
+                    "| {idle_connections} idle connections | {} | not run: the open-files limit (ulimit -Hn) is \
+                     {files}, each side needs {} | - |",
+                    target.name,
+                    idle_connections + idle::FILES_BESIDES_IDLE
+                );
+                continue;
+            }
+            Some(_) => {
+                let scenario = format!(
+                    "{idle_connections} idle connections over HTTP/2, {} per TCP connection",
+                    idle::STREAMS_PER_CONNECTION
+                );
+                match idle::memory_over_http2(target, server, idle_connections).await {
+                    Ok(per_connection) => (scenario, per_connection),
+                    Err(err) => {
+                        println!("| {scenario} | {} | stopped: {err:#} | - |", target.name);
+                        continue;
+                    }
+                }
+            }
+        };
+        let ratio = match baseline {
+            Some(base) => format!("{:.2}", per_connection / base),
+            None if short_of_files.is_none() => {
+                baseline = Some(per_connection);
+                "1.00".to_owned()
+            }
+            None => "-".to_owned(),
+        };
+        println!("| {scenario} | {} | {:.1} KiB RSS each | {ratio} |", target.name, per_connection / 1024.0);
     }
     if part("large") {
         let (elapsed, growth) = large_message(&targets[2], &wsplug, LARGE_MESSAGE).await?;
@@ -353,56 +376,6 @@ async fn setup_rate(target: &Target, cycles: usize) -> anyhow::Result<f64> {
         task.await??;
     }
     Ok(cycles as f64 / start.elapsed().as_secs_f64())
-}
-
-/// Files a process needs open besides the idle connections' sockets.
-const FILES_BESIDES_IDLE: usize = 512;
-
-/// Connections from one client address: the ephemeral ports (32768-60999
-/// by default) run out near 28,000.
-const CONNECTIONS_PER_CLIENT_ADDRESS: usize = 20_000;
-
-/// Raises this process's open-files limit to its hard limit.
-fn raise_open_files() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.maximum.is_some() && limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
-}
-
-/// The open-files limit, if `connections` idle connections do not fit in
-/// it (client and server each hold one socket per connection).
-fn open_files_short_of(connections: usize) -> Option<u64> {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
-    (limit < (connections + FILES_BESIDES_IDLE) as u64).then_some(limit)
-}
-
-/// The server's resident memory per open idle connection, in bytes. The
-/// connections come from as many loopback addresses (`127.0.NET.1`, `.2`,
-/// ...) as the ephemeral ports need; each server gets its own `net`, since
-/// the ports of the previous one's connections are still in TIME_WAIT.
-async fn idle_memory(target: &Target, server: &Server, connections: usize, net: u8) -> anyhow::Result<f64> {
-    let before = server.resident_bytes()?;
-    let server_address: std::net::SocketAddr =
-        target.url.trim_start_matches("ws://").split('/').next().context("no address in the URL")?.parse()?;
-    let mut open = Vec::with_capacity(connections);
-    for index in 0..connections {
-        let client_address = std::net::Ipv4Addr::new(127, 0, net, 1 + (index / CONNECTIONS_PER_CLIENT_ADDRESS) as u8);
-        let tcp = tokio::net::TcpSocket::new_v4()?;
-        tcp.bind((client_address, 0).into())?;
-        let tcp = tcp.connect(server_address).await?;
-        let (mut socket, _) = tokio_tungstenite::client_async(target.url.as_str(), tcp).await?;
-        // One round trip, so that the connection is fully set up server-side.
-        socket.send(Message::text("hi")).await?;
-        socket.next().await.context("connection closed")??;
-        open.push(socket);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = server.resident_bytes()?;
-    drop(open);
-    Ok(after.saturating_sub(before) as f64 / connections as f64)
 }
 
 fn human_size(bytes: usize) -> String {

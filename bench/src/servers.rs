@@ -158,9 +158,12 @@ impl Server {
         let admin_listen = if admin { "admin-listen = \"127.0.0.1:0\"\n" } else { "" };
         // One client address opens thousands of connections here, as fast as
         // it can, and sends as fast as it can: the per-client limits are off.
+        // Idle connections past the open-files limit come over HTTP/2, as
+        // many per TCP connection as this.
+        let streams = crate::idle::STREAMS_PER_CONNECTION;
         let config = format!(
             "instance-pool = {pool}\nmax-connections = {max_connections}\nmax-connections-per-ip = 0\n\
-             upgrades-per-second-per-ip = 0\n{admin_listen}\n{}",
+             upgrades-per-second-per-ip = 0\nhttp2-max-concurrent-streams = {streams}\n{admin_listen}\n{}",
             routes.replace("[[route]]\n", "[[route]]\nmax-messages-per-second = 0\n")
         );
         let config_file = std::env::temp_dir().join(format!("wsplug-bench-{}.toml", std::process::id()));

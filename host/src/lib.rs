@@ -33,4 +33,5 @@ pub use config::{Config, DirGrant, RouteConfig, StaticDir, TopicsConfig};
 pub use http::admin::Admin;
 pub use http::server::{App, Routes, Server};
 pub use topics::{Broker, Published, SlowSubscriber, TopicError};
-pub use wasm::runtime::{Description, GuestPolicy, Handler, InstancePool, Runtime};
+pub use wasm::memory::InstancePool;
+pub use wasm::runtime::{Description, GuestPolicy, Handler, Runtime};

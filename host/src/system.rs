@@ -5,7 +5,7 @@
 //! | limit | each connection takes | past it |
 //! |---|---|---|
 //! | `vm.max_map_count` (65,530 by default) | a few memory mappings: its linear memory, fiber stack, tables | instantiation fails (ENOMEM) |
-//! | open files (`ulimit -n`) | one socket | `accept` fails (EMFILE): no answer at all |
+//! | open files (`ulimit -n`) | one socket over HTTP/1.1 (over HTTP/2, its TCP connection's, shared) | `accept` fails (EMFILE): no answer at all |
 //!
 //! The host raises its own open-files limit to the hard limit first, as
 //! most servers do: the soft limit is often 1,024 while the hard one is far
@@ -51,36 +51,50 @@ fn open_files() -> Option<(usize, usize)> {
     Some((current, used))
 }
 
+/// How many connections the kernel's limits leave room for.
+#[derive(Debug, PartialEq)]
+pub struct Room {
+    /// WebSocket connections: each has an instance, whose memory takes
+    /// mappings.
+    pub connections: usize,
+    /// Of those, how many may hold a socket of their own (an HTTP/1.1
+    /// upgrade); WebSockets over HTTP/2 share their TCP connection's.
+    pub sockets: usize,
+    /// For each limit that allows fewer than asked for, how to raise it.
+    pub warnings: Vec<String>,
+}
+
 /// How many of `wanted` connections the kernel allows, and for each limit
 /// that allows fewer, a warning that says how to raise it.
-pub fn connections_allowed(wanted: usize) -> (usize, Vec<String>) {
-    let mut allowed = wanted;
-    let mut warnings = Vec::new();
+pub fn connections_allowed(wanted: usize) -> Room {
+    let mut room = Room { connections: wanted, sockets: wanted, warnings: Vec::new() };
     if let Some((limit, used)) = mappings() {
-        let room = limit.saturating_sub(used + MAPPINGS_KEPT_FREE) / MAPPINGS_PER_CONNECTION;
-        if room < wanted {
+        let fit = limit.saturating_sub(used + MAPPINGS_KEPT_FREE) / MAPPINGS_PER_CONNECTION;
+        if fit < wanted {
             let needed = used + MAPPINGS_KEPT_FREE + wanted * MAPPINGS_PER_CONNECTION;
-            warnings.push(format!(
-                "vm.max_map_count is {limit}: room for about {room} connections, not max-connections = {wanted}. \
+            room.warnings.push(format!(
+                "vm.max_map_count is {limit}: room for about {fit} connections, not max-connections = {wanted}. \
                  To allow {wanted}: sysctl -w vm.max_map_count={needed}"
             ));
-            allowed = allowed.min(room);
+            room.connections = fit;
         }
     }
     if let Some((limit, used)) = open_files() {
-        let room = limit.saturating_sub(used + FILES_KEPT_FREE);
-        if room < wanted {
+        let fit = limit.saturating_sub(used + FILES_KEPT_FREE);
+        if fit < wanted {
             let needed = used + FILES_KEPT_FREE + wanted;
-            warnings.push(format!(
-                "the open-files limit (ulimit -n) is {limit}: room for about {room} connections, not \
-                 max-connections = {wanted}. To allow {wanted}, raise the \
-                 hard limit to {needed} (systemd: LimitNOFILE={needed}; docker: --ulimit nofile={needed}; \
-                 as root: ulimit -Hn {needed})"
+            room.warnings.push(format!(
+                "the open-files limit (ulimit -n) is {limit}: room for about {fit} connections over HTTP/1.1 (a \
+                 socket each; over HTTP/2 they share their TCP connection's), not max-connections = {wanted}. To \
+                 allow {wanted}, raise the hard limit to {needed} (systemd: LimitNOFILE={needed}; docker: --ulimit \
+                 nofile={needed}; as root: ulimit -Hn {needed})"
             ));
-            allowed = allowed.min(room);
+            room.sockets = fit;
         }
     }
-    (allowed.max(1), warnings)
+    room.connections = room.connections.max(1);
+    room.sockets = room.sockets.clamp(1, room.connections);
+    room
 }
 
 /// What the log says when the kernel refuses an instance its memory.
@@ -102,16 +116,16 @@ mod tests {
 
     #[test]
     fn a_few_connections_always_fit_and_too_many_are_explained() {
-        assert_eq!(connections_allowed(10), (10, vec![]));
+        assert_eq!(connections_allowed(10), Room { connections: 10, sockets: 10, warnings: vec![] });
         if let Some((limit, _)) = mappings() {
-            let (allowed, warnings) = connections_allowed(limit);
-            assert!(allowed < limit);
-            assert!(warnings.iter().any(|warning| warning.contains("sysctl -w vm.max_map_count=")), "{warnings:?}");
+            let room = connections_allowed(limit);
+            assert!(room.connections < limit && room.sockets <= room.connections);
+            assert!(room.warnings.iter().any(|warning| warning.contains("sysctl -w vm.max_map_count=")), "{room:?}");
         }
         if let Some((limit, _)) = open_files() {
-            let (allowed, warnings) = connections_allowed(limit);
-            assert!(allowed < limit);
-            assert!(warnings.iter().any(|warning| warning.contains("ulimit -n")), "{warnings:?}");
+            let room = connections_allowed(limit);
+            assert!(room.sockets < limit);
+            assert!(room.warnings.iter().any(|warning| warning.contains("ulimit -n")), "{room:?}");
         }
     }
 }

@@ -165,6 +165,9 @@ struct AppInner {
     clients: Clients,
     /// Host-wide WebSocket connection permits.
     permits: Arc<Semaphore>,
+    /// Permits for WebSockets with a socket of their own (HTTP/1.1): the
+    /// open-files limit's share of `permits`.
+    socket_permits: Arc<Semaphore>,
     handshake_timeout: Duration,
     shutdown_grace: Duration,
     shutdown: CancellationToken,
@@ -205,6 +208,7 @@ impl App {
     pub fn new(routes: Routes, config: &Config) -> Self {
         let metrics = Arc::<Metrics>::default();
         show_routes(&metrics, &routes);
+        let room = host_room(config);
         Self {
             inner: Arc::new(AppInner {
                 routes: RwLock::new(Arc::new(routes)),
@@ -216,7 +220,8 @@ impl App {
                         .then_some((config.upgrades_per_second_per_ip, config.upgrade_burst_per_ip)),
                 ),
                 broker: Broker::new(&config.topics),
-                permits: Arc::new(Semaphore::new(host_connections(config))),
+                permits: Arc::new(Semaphore::new(room.connections)),
+                socket_permits: Arc::new(Semaphore::new(room.sockets)),
                 handshake_timeout: config.handshake_timeout,
                 shutdown_grace: config.shutdown_grace,
                 shutdown: CancellationToken::new(),
@@ -375,7 +380,10 @@ impl App {
             },
             None => Vec::new(),
         };
-        let Some(permits) = self.acquire_permits(route) else {
+        // Over HTTP/2 the WebSocket is a stream of a TCP connection already
+        // open.
+        let own_socket = request.version() < hyper::Version::HTTP_2;
+        let Some(permits) = self.acquire_permits(route, own_socket) else {
             metrics.refused(path, Refused::Capacity);
             return drained(request, Rejection::TooManyConnections.into_response()).await;
         };
@@ -530,14 +538,17 @@ impl App {
         Ok(slots)
     }
 
-    /// A host-wide permit and, if the route has a limit, a route permit.
-    fn acquire_permits(&self, route: &Route) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
-        let host = self.inner.permits.clone().try_acquire_owned().ok()?;
+    /// A host-wide permit, a socket permit for a WebSocket with a socket
+    /// of its own, and, if the route has a limit, a route permit.
+    fn acquire_permits(&self, route: &Route, own_socket: bool) -> Option<[Option<OwnedSemaphorePermit>; 3]> {
+        let acquire = |permits: &Arc<Semaphore>| permits.clone().try_acquire_owned().ok();
+        let host = acquire(&self.inner.permits)?;
+        let socket = if own_socket { Some(acquire(&self.inner.socket_permits)?) } else { None };
         let route = match &route.permits {
-            Some(permits) => Some(permits.clone().try_acquire_owned().ok()?),
+            Some(permits) => Some(acquire(permits)?),
             None => None,
         };
-        Some((host, route))
+        Some([Some(host), socket, route])
     }
 
     /// Starts a graceful shutdown: HTTP connections finish their current
@@ -641,20 +652,27 @@ fn negotiate_deflate(headers: &header::HeaderMap) -> Option<(DeflateParams, Stri
 
 /// The connections the host takes: `max-connections`, or fewer if the
 /// kernel's limits allow fewer (then a warning says how to raise them).
-fn host_connections(config: &Config) -> usize {
-    let (allowed, warnings) = crate::system::connections_allowed(config.max_connections);
-    if warnings.is_empty() {
-        return allowed;
+fn host_room(config: &Config) -> crate::system::Room {
+    let room = crate::system::connections_allowed(config.max_connections);
+    if room.warnings.is_empty() {
+        return room;
     }
-    let warnings = warnings.join("; ");
-    let lowered = format!("the host takes {allowed} connections (more get 503)");
+    let warnings = room.warnings.join("; ");
+    let lowered = if room.sockets < room.connections {
+        format!(
+            "the host takes {} connections, {} of them over HTTP/1.1 (more get 503)",
+            room.connections, room.sockets
+        )
+    } else {
+        format!("the host takes {} connections (more get 503)", room.connections)
+    };
     // Asked for: a warning. The default: worth knowing, not alarming.
     if config.max_connections == crate::config::DEFAULT_MAX_CONNECTIONS {
         tracing::info!("{warnings}; {lowered}");
     } else {
         tracing::warn!("{warnings}; {lowered}");
     }
-    allowed
+    room
 }
 
 /// The host-wide limits on requests and clients, from the config.
