@@ -117,7 +117,7 @@ pub struct Compression {
 /// | what happens | close frame sent |
 /// |---|---|
 /// | the handler's output ends | 1000 |
-/// | the handler traps | 1011 `handler failed`, after the strict messages it sent before, up to its first streamed one (within a second) |
+/// | the handler traps | 1011 `handler failed`, after the messages it sent before, up to one the failure cut off (within a second) |
 /// | a message or frame over the route's limit | 1009 ¹ |
 /// | invalid UTF-8 in a text message | 1007 ¹ |
 /// | any other protocol violation by the client | 1002 ¹ |
@@ -163,10 +163,6 @@ where
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
     let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
     let activity = Activity::new();
-    // Set once the guest has failed: its strict messages still go out, up to
-    // a streamed one, which is cut (its body's end cannot be told from the
-    // failure's).
-    let guest_failed = AtomicBool::new(false);
 
     let counting = Counting { metrics: counted, rate: message_rate };
     // Each of the reader, the guest and the writer is polled only when
@@ -191,8 +187,7 @@ where
         // does not give it a turn.
         let guest_busy = runs_here.then(|| guest.busy());
         let sources = ToClient { replies: replies_rx, topics, guest: outgoing_rx, guest_busy };
-        let write =
-            pin!(write_client(&mut writer, sources, &activity, &guest_failed, counted, ping_interval, idle_timeout));
+        let write = pin!(write_client(&mut writer, sources, &activity, counted, ping_interval, idle_timeout));
         let mut write = Woken::new(write);
         let mut guest_done = false;
         let mut write_done = false;
@@ -254,9 +249,8 @@ where
                                 break None;
                             }
                             // What it sent before it failed goes out first (up
-                            // to a streamed message), for as long as a guest
-                            // gets to finish.
-                            guest_failed.store(true, Ordering::Relaxed);
+                            // to a message its failure cut off), for as long as
+                            // a guest gets to finish.
                             let frame = violation.get_or_insert_with(|| close_frame(CloseCode::Error, "handler failed"));
                             if write_done {
                                 break Some(frame.clone());
@@ -615,11 +609,13 @@ enum WriteEnd {
     Failed,
 }
 
-/// A streamed message being written: its chunks and the opcode of its next
-/// frame.
+/// A streamed message being written: its chunks, the opcode of its next
+/// frame, and whether the guest ended it.
 struct OpenBody {
     chunks: mpsc::Receiver<Bytes>,
     opcode: OpCode,
+    /// Read once `chunks` is over.
+    ended: Arc<AtomicBool>,
 }
 
 /// What the writer sends to the client, in this order of precedence.
@@ -648,7 +644,6 @@ async fn write_client<W: AsyncWrite + Unpin>(
     writer: &mut FrameWriter<W>,
     sources: ToClient,
     activity: &Activity,
-    guest_failed: &AtomicBool,
     counted: &RouteMetrics,
     ping_interval: Duration,
     idle_timeout: Duration,
@@ -702,7 +697,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
                     }
                     // The guest failed: its store went, and the body with
                     // it, which is cut, not ended (the close frame follows).
-                    None if guest_failed.load(Ordering::Relaxed) => return flushed(writer).await,
+                    None if !open.ended.load(Ordering::Acquire) => return flushed(writer).await,
                     None => {
                         // If no chunk was sent, the opcode is still the first
                         // one: the message goes out whole, and empty.
@@ -737,21 +732,16 @@ async fn write_client<W: AsyncWrite + Unpin>(
             },
             message = outgoing.recv(), if body.is_none() => match message.inspect(|_| guest_turn = false) {
                 None => return flushed(writer).await,
-                // After a failure only strict messages go out: a streamed one
-                // may have been cut.
-                Some(GuestMessage::Streamed { .. }) if guest_failed.load(Ordering::Relaxed) => {
-                    return flushed(writer).await;
-                }
                 Some(GuestMessage::Strict { text, payload }) => {
                     activity.touch();
                     count(&counted.messages_out, &counted.bytes_out, payload.len());
                     writer.queue_data(OpCode::Data(if text { Data::Text } else { Data::Binary }), true, payload);
                     !outgoing.is_empty()
                 }
-                Some(GuestMessage::Streamed { text, chunks }) => {
+                Some(GuestMessage::Streamed { text, chunks, ended }) => {
                     counted.messages_out.inc();
                     let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
-                    body = Some(OpenBody { chunks, opcode });
+                    body = Some(OpenBody { chunks, opcode, ended });
                     continue;
                 }
             },

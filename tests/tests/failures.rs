@@ -52,6 +52,26 @@ async fn what_a_guest_sent_before_it_failed_goes_out_before_the_1011() -> anyhow
     Ok(())
 }
 
+#[tokio::test]
+async fn a_streamed_message_the_guest_ended_before_it_failed_goes_out_whole() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/trap", test_guest("trap"))]).await?;
+    let mut client = server.connect("/trap").await?;
+    // The guest ends its last streamed message and fails at once, before
+    // the host has written the message's chunks.
+    for text in ["streamed one two", "b", "last streamed three four"] {
+        client.feed(Message::text(text)).await?;
+    }
+    client.flush().await?;
+    for expected in ["one two", "b", "three four"] {
+        assert_eq!(receive_text(&mut client).await?, expected);
+    }
+    match receive(&mut client).await? {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Error),
+        other => anyhow::bail!("expected close 1011, got {other:?}"),
+    }
+    Ok(())
+}
+
 #[test]
 fn a_memory_limit_below_what_the_component_starts_with_is_refused_at_load() {
     let path = example("echo");

@@ -6,7 +6,7 @@
 use super::broker::{Broker, Published, Subscriber, Target, TopicError, check_name};
 use super::queue::{self, Budget, Receiver};
 use crate::wasm::bindings::topics::{self as wit, TopicMessage};
-use crate::wasm::runtime::GuestProgress;
+use crate::wasm::runtime::GuestStatus;
 use crate::wasm::streams::produce_ready;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -148,7 +148,7 @@ impl wit::Host for TopicsCtx {
 
 /// Adds the topics import to `linker`, for stores whose data has a
 /// [`TopicsCtx`] where `get` finds it.
-pub fn add_to_linker<T: GuestProgress + Send + 'static>(
+pub fn add_to_linker<T: GuestStatus + Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut TopicsCtx,
 ) -> wasmtime::Result<()> {
@@ -162,7 +162,7 @@ impl HasData for Topics {
     type Data<'a> = &'a mut TopicsCtx;
 }
 
-impl<T: GuestProgress + 'static> wit::HostWithStore<T> for Topics {
+impl<T: GuestStatus + 'static> wit::HostWithStore<T> for Topics {
     fn subscribe(
         mut access: Access<'_, T, Self>,
         topic: String,
@@ -188,7 +188,7 @@ struct Subscription {
     messages: Receiver<Published>,
 }
 
-impl<D: GuestProgress + 'static> StreamProducer<D> for Subscription {
+impl<D: GuestStatus + 'static> StreamProducer<D> for Subscription {
     type Item = TopicMessage;
     type Buffer = VecBuffer<TopicMessage>;
 

@@ -16,6 +16,8 @@ use crate::topics::{self, TopicsCtx};
 use crate::wasm::log::{GuestLog, LogSource};
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Cache, CacheConfig, Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -37,6 +39,8 @@ pub struct ConnectionCtx {
     topics: TopicsCtx,
     memory: StoreLimits,
     cpu: CpuMeter,
+    /// See [`GuestStatus::failed`].
+    failed: Arc<AtomicBool>,
 }
 
 /// What a route's guests may use. Anything not granted here is denied: no
@@ -54,16 +58,26 @@ pub struct GuestPolicy {
     pub read_only_dirs: Vec<(PathBuf, String)>,
 }
 
-/// What the stream adapters tell the store about the guest: it just read or
-/// wrote a stream, so whatever it computed before has had a break.
-pub trait GuestProgress {
+/// What the stream adapters and the store share about the guest: that it
+/// just read or wrote a stream (whatever it computed before has had a
+/// break), and whether it failed.
+pub trait GuestStatus {
     /// The guest handed data to the host or took data from it.
     fn guest_made_progress(&mut self);
+
+    /// Set once the guest has failed, before its store goes: a streamed
+    /// message's body that the store's going ends was cut, not ended by the
+    /// guest.
+    fn failed(&self) -> &Arc<AtomicBool>;
 }
 
-impl GuestProgress for ConnectionCtx {
+impl GuestStatus for ConnectionCtx {
     fn guest_made_progress(&mut self) {
         self.cpu.progress = true;
+    }
+
+    fn failed(&self) -> &Arc<AtomicBool> {
+        &self.failed
     }
 }
 
@@ -460,7 +474,15 @@ impl Guest {
     pub(crate) async fn serve(self, connection: Call) -> wasmtime::Result<()> {
         match self {
             Guest::Own(GuestInstance { mut store, exports, .. }) => {
-                store.run_concurrent(async |accessor| call::handle(accessor, &exports, connection).await).await?
+                let served = store
+                    .run_concurrent(async |accessor| call::handle(accessor, &exports, connection).await)
+                    .await
+                    .flatten();
+                // Before the store goes, cutting the bodies still open.
+                if served.is_err() {
+                    store.data().failed().store(true, Ordering::Release);
+                }
+                served
             }
             Guest::Shared(lease) => lease.serve(connection).await,
         }
@@ -495,7 +517,8 @@ impl Handler {
         }
         let memory = StoreLimitsBuilder::new().memory_size(self.policy.memory).trap_on_grow_failure(true).build();
         let cpu = CpuMeter::new(self.policy.cpu_budget);
-        let ctx = ConnectionCtx { wasi: wasi.build(), table: ResourceTable::new(), topics, memory, cpu };
+        let failed = Arc::default();
+        let ctx = ConnectionCtx { wasi: wasi.build(), table: ResourceTable::new(), topics, memory, cpu, failed };
         let mut store = Store::new(self.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.memory);
         store.set_epoch_deadline(1);

@@ -20,7 +20,7 @@
 use super::bindings::{Decision, HandshakeHandler, HandshakeRequest};
 use super::call::{self, Call};
 use super::log::LogSource;
-use super::runtime::{ConnectionCtx, GuestInstance, Handler, HandlerExports};
+use super::runtime::{ConnectionCtx, GuestInstance, GuestStatus, Handler, HandlerExports};
 use crate::topics::TopicsCtx;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -191,6 +191,8 @@ async fn drive(
         tracing::debug!(instance = id, path, "shared instance ended");
         return;
     };
+    // Before the store goes, cutting the bodies still open.
+    store.data().failed().store(true, Ordering::Release);
     let cause = crate::metrics::failure_cause(&err);
     tracing::warn!(instance = id, path, cause = %err.root_cause(), "shared instance failed: its connections close with 1011");
     tracing::debug!(instance = id, "shared instance failure in full: {err:?}");

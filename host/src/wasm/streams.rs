@@ -7,10 +7,11 @@
 //! once it holds a permit for the channel to the socket writer.
 
 use crate::wasm::bindings::Message;
-use crate::wasm::runtime::GuestProgress;
+use crate::wasm::runtime::GuestStatus;
 use bytes::{Buf, Bytes};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::PollSender;
@@ -52,13 +53,16 @@ pub enum GuestMessage {
         /// The whole payload.
         payload: Bytes,
     },
-    /// A streamed message, sent as one fragment per chunk. The message ends
-    /// when every sender of `chunks` is gone.
+    /// A streamed message, sent as one fragment per chunk, until `chunks`
+    /// is closed.
     Streamed {
         /// Whether the message is text (its chunks are then valid UTF-8).
         text: bool,
         /// The message's chunks, in order.
         chunks: mpsc::Receiver<Bytes>,
+        /// Set before `chunks` closes if the guest ended the message; not
+        /// set if its failure cut it off.
+        ended: Arc<AtomicBool>,
     },
 }
 
@@ -78,7 +82,7 @@ impl IncomingMessages {
     }
 }
 
-impl<D: GuestProgress + 'static> StreamProducer<D> for IncomingMessages {
+impl<D: GuestStatus + 'static> StreamProducer<D> for IncomingMessages {
     type Item = Message;
     type Buffer = VecBuffer<Message>;
 
@@ -109,7 +113,7 @@ const MOST_PER_READ: usize = 32;
 /// pass through the runtime, instead of one per item). `receive` polls the
 /// source, `to_guest` makes the guest's item of what it gives. The source
 /// ending ends the stream.
-pub(crate) fn produce_ready<'a, D: GuestProgress + 'static, T: Send + Sync + 'static, U>(
+pub(crate) fn produce_ready<'a, D: GuestStatus + 'static, T: Send + Sync + 'static, U>(
     cx: &mut Context<'_>,
     mut store: StoreContextMut<'a, D>,
     mut destination: Destination<'a, T, VecBuffer<T>>,
@@ -148,7 +152,7 @@ pub(crate) fn produce_ready<'a, D: GuestProgress + 'static, T: Send + Sync + 'st
 }
 
 /// The guest's view of a client message.
-fn to_guest<D: GuestProgress + 'static>(
+fn to_guest<D: GuestStatus + 'static>(
     message: ClientMessage,
     mut store: impl AsContextMut<Data = D>,
 ) -> wasmtime::Result<Message> {
@@ -166,7 +170,7 @@ fn to_guest<D: GuestProgress + 'static>(
 /// it arrives.
 struct TextChunks(mpsc::Receiver<Bytes>);
 
-impl<D: GuestProgress + 'static> StreamProducer<D> for TextChunks {
+impl<D: GuestStatus + 'static> StreamProducer<D> for TextChunks {
     type Item = String;
     type Buffer = VecBuffer<String>;
 
@@ -199,7 +203,7 @@ struct BinaryChunks {
     current: Bytes,
 }
 
-impl<D: GuestProgress + 'static> StreamProducer<D> for BinaryChunks {
+impl<D: GuestStatus + 'static> StreamProducer<D> for BinaryChunks {
     type Item = u8;
     type Buffer = Option<u8>;
 
@@ -258,7 +262,7 @@ impl OutgoingMessages {
     }
 }
 
-impl<D: GuestProgress + 'static> StreamConsumer<D> for OutgoingMessages {
+impl<D: GuestStatus + 'static> StreamConsumer<D> for OutgoingMessages {
     type Item = Message;
 
     fn poll_consume(
@@ -276,14 +280,16 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for OutgoingMessages {
             Message::Text(text) => GuestMessage::Strict { text: true, payload: text.into() },
             Message::Binary(data) => GuestMessage::Strict { text: false, payload: data.into() },
             Message::TextStream(body) => {
+                let (end, ended) = BodyEnd::new(store.data());
                 let (sender, chunks) = chunk_channel();
-                body.pipe(&mut store, TextBody { chunks: sender, _output: self.finished.clone() })?;
-                GuestMessage::Streamed { text: true, chunks }
+                body.pipe(&mut store, TextBody { _end: end, chunks: sender, _output: self.finished.clone() })?;
+                GuestMessage::Streamed { text: true, chunks, ended }
             }
             Message::BinaryStream(body) => {
+                let (end, ended) = BodyEnd::new(store.data());
                 let (sender, chunks) = chunk_channel();
-                body.pipe(&mut store, BinaryBody { chunks: sender, _output: self.finished.clone() })?;
-                GuestMessage::Streamed { text: false, chunks }
+                body.pipe(&mut store, BinaryBody { _end: end, chunks: sender, _output: self.finished.clone() })?;
+                GuestMessage::Streamed { text: false, chunks, ended }
             }
         };
         // A closed channel means the socket writer is gone: stop the output.
@@ -297,7 +303,7 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for OutgoingMessages {
 /// The first step of a consumer that passes the guest's items on one at a
 /// time: room for one in `sender`, then one item read from the guest. `Err`
 /// is what `poll_consume` returns instead (no room yet, or nothing to read).
-fn take_one<D: GuestProgress + 'static, T: Send, U: wasmtime::component::Lift + Send + Sync + 'static>(
+fn take_one<D: GuestStatus + 'static, T: Send, U: wasmtime::component::Lift + Send + Sync + 'static>(
     sender: &mut PollSender<T>,
     cx: &mut Context<'_>,
     store: &mut StoreContextMut<D>,
@@ -337,14 +343,41 @@ fn chunk_channel() -> (PollSender<Bytes>, mpsc::Receiver<Bytes>) {
     (PollSender::new(sender), receiver)
 }
 
+/// Tells the writer how a body ended, as its consumer is dropped: wasmtime
+/// drops it when the guest ends the stream, and when the store goes, which
+/// after a failure cuts the message off.
+struct BodyEnd {
+    ended: Arc<AtomicBool>,
+    store_failed: Arc<AtomicBool>,
+}
+
+impl BodyEnd {
+    /// A body's end, and the flag the writer reads once its chunks are over.
+    fn new(store: &impl GuestStatus) -> (Self, Arc<AtomicBool>) {
+        let ended = Arc::<AtomicBool>::default();
+        (Self { ended: ended.clone(), store_failed: store.failed().clone() }, ended)
+    }
+}
+
+impl Drop for BodyEnd {
+    fn drop(&mut self) {
+        if !self.store_failed.load(Ordering::Acquire) {
+            self.ended.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// Forwards the chunks of a guest's `text-stream` body; dropped (ending the
 /// message) when the guest ends the stream. Holds the output open meanwhile.
 struct TextBody {
+    // Dropped first (fields drop in order): the writer learns how the
+    // message ended before it sees `chunks` close.
+    _end: BodyEnd,
     chunks: PollSender<Bytes>,
     _output: Arc<Finished>,
 }
 
-impl<D: GuestProgress + 'static> StreamConsumer<D> for TextBody {
+impl<D: GuestStatus + 'static> StreamConsumer<D> for TextBody {
     type Item = String;
 
     fn poll_consume(
@@ -369,11 +402,13 @@ impl<D: GuestProgress + 'static> StreamConsumer<D> for TextBody {
 /// Forwards the chunks of a guest's `binary-stream` body, at most
 /// [`CHUNK_SIZE`] bytes per fragment. Holds the output open meanwhile.
 struct BinaryBody {
+    // Dropped first, as in `TextBody`.
+    _end: BodyEnd,
     chunks: PollSender<Bytes>,
     _output: Arc<Finished>,
 }
 
-impl<D: GuestProgress + 'static> StreamConsumer<D> for BinaryBody {
+impl<D: GuestStatus + 'static> StreamConsumer<D> for BinaryBody {
     type Item = u8;
 
     fn poll_consume(

@@ -1,7 +1,8 @@
 //! Echoes text messages until it receives `trap`, then panics, which traps
 //! the instance: the host must close this connection with 1011 and nothing
 //! else. `last WORDS` sends `WORDS`, then panics: what it sent still goes
-//! out before the 1011.
+//! out before the 1011. `streamed WORDS` sends `WORDS` as a streamed
+//! message, a chunk per word (`last streamed WORDS` too, then panics).
 
 use wsplug_sdk::{ConnectionInfo, Flow, Incoming, Outgoing};
 
@@ -14,11 +15,22 @@ impl Flow for Trap {
             if text == "trap" {
                 panic!("asked to trap");
             }
-            if let Some(words) = text.strip_prefix("last ") {
-                outgoing.send_text(words).await?;
+            let (last, text) = match text.strip_prefix("last ") {
+                Some(words) => (true, words),
+                None => (false, text.as_str()),
+            };
+            match text.strip_prefix("streamed ") {
+                Some(words) => {
+                    let mut body = outgoing.text_stream().await?;
+                    for word in words.split_inclusive(' ') {
+                        body.write(word).await?;
+                    }
+                }
+                None => outgoing.send_text(text).await?,
+            }
+            if last {
                 panic!("asked to trap after its last words");
             }
-            outgoing.send_text(text).await?;
         }
         Ok(())
     }
