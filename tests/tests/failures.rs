@@ -34,36 +34,29 @@ async fn a_trapping_guest_closes_only_its_own_connection_with_1011() -> anyhow::
 
 #[tokio::test]
 async fn what_a_guest_sent_before_it_failed_goes_out_before_the_1011() -> anyhow::Result<()> {
-    let server = TestServer::start(&[("/trap", test_guest("trap"))]).await?;
-    let mut client = server.connect("/trap").await?;
     // Back to back: the guest answers each, and fails right after the last
     // answer, before the host has written all of them.
-    for text in ["a", "b", "last c"] {
-        client.feed(Message::text(text)).await?;
-    }
-    client.flush().await?;
-    for expected in ["a", "b", "c"] {
-        assert_eq!(receive_text(&mut client).await?, expected);
-    }
-    match receive(&mut client).await? {
-        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Error),
-        other => anyhow::bail!("expected close 1011, got {other:?}"),
-    }
-    Ok(())
+    answers_then_1011(&["a", "b", "last c"], &["a", "b", "c"]).await
 }
 
 #[tokio::test]
 async fn a_streamed_message_the_guest_ended_before_it_failed_goes_out_whole() -> anyhow::Result<()> {
-    let server = TestServer::start(&[("/trap", test_guest("trap"))]).await?;
-    let mut client = server.connect("/trap").await?;
     // The guest ends its last streamed message and fails at once, before
     // the host has written the message's chunks.
-    for text in ["streamed one two", "b", "last streamed three four"] {
-        client.feed(Message::text(text)).await?;
+    answers_then_1011(&["streamed one two", "b", "last streamed three four"], &["one two", "b", "three four"]).await
+}
+
+/// Sends `sent` back to back to the trap guest, which fails after its last
+/// answer: the client gets `expected`, then 1011.
+async fn answers_then_1011(sent: &[&str], expected: &[&str]) -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/trap", test_guest("trap"))]).await?;
+    let mut client = server.connect("/trap").await?;
+    for text in sent {
+        client.feed(Message::text(*text)).await?;
     }
     client.flush().await?;
-    for expected in ["one two", "b", "three four"] {
-        assert_eq!(receive_text(&mut client).await?, expected);
+    for expected in expected {
+        assert_eq!(receive_text(&mut client).await?, *expected);
     }
     match receive(&mut client).await? {
         Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Error),
