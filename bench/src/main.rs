@@ -64,6 +64,7 @@ fn setting(name: &str, default: usize) -> usize {
 }
 
 /// One server under test: a name and the URL of its endpoint.
+#[derive(Clone)]
 struct Target {
     name: &'static str,
     url: String,
@@ -155,8 +156,17 @@ async fn echo(idle_connections: usize, in_flight: usize) -> anyhow::Result<()> {
         }
     }
     let mut baseline = None;
+    // More idle connections than the server has room for get a server of
+    // their own (see `servers::ROOM`).
+    let big = (part("idle") && idle_connections + 100 > servers::ROOM)
+        .then(|| Server::wsplug_for_idle(idle_connections + 100))
+        .transpose()?;
+    let (idle_wsplug, idle_target) = match &big {
+        Some(server) => (server, Target { url: server.url("/echo"), pid: server.pid(), ..targets[1].clone() }),
+        None => (&wsplug, targets[1].clone()),
+    };
     // The native server speaks HTTP/1.1 only.
-    let idle_targets = [(&targets[0], &native, false), (&targets[1], &wsplug, true)];
+    let idle_targets = [(&targets[0], &native, false), (&idle_target, idle_wsplug, true)];
     for (client_net, (target, server, speaks_http2)) in idle_targets.into_iter().enumerate().filter(|_| part("idle")) {
         let short_of_files = idle::open_files_short_of(idle_connections);
         let (scenario, per_connection) = match short_of_files {

@@ -5,7 +5,7 @@
 //! | limit | each connection takes | past it |
 //! |---|---|---|
 //! | `vm.max_map_count` (65,530 by default) | a few memory mappings: its linear memory, fiber stack, tables | instantiation fails (ENOMEM) |
-//! | open files (`ulimit -n`) | one socket over HTTP/1.1 (over HTTP/2, its TCP connection's, shared) | `accept` fails (EMFILE): no answer at all |
+//! | open files (`ulimit -n`) | one socket over HTTP/1.1 (over HTTP/2, a share of its TCP connection's) | `accept` fails (EMFILE): no answer at all |
 //!
 //! The host raises its own open-files limit to the hard limit first, as
 //! most servers do: the soft limit is often 1,024 while the hard one is far
@@ -57,8 +57,8 @@ pub struct Room {
     /// WebSocket connections: each has an instance, whose memory takes
     /// mappings.
     pub connections: usize,
-    /// Of those, how many may hold a socket of their own (an HTTP/1.1
-    /// upgrade); WebSockets over HTTP/2 share their TCP connection's.
+    /// The TCP connections that may carry them: one WebSocket each over
+    /// HTTP/1.1, any number over HTTP/2.
     pub sockets: usize,
     /// For each limit that allows fewer than asked for, how to raise it.
     pub warnings: Vec<String>,
@@ -84,8 +84,8 @@ pub fn connections_allowed(wanted: usize) -> Room {
         if fit < wanted {
             let needed = used + FILES_KEPT_FREE + wanted;
             room.warnings.push(format!(
-                "the open-files limit (ulimit -n) is {limit}: room for about {fit} connections over HTTP/1.1 (a \
-                 socket each; over HTTP/2 they share their TCP connection's), not max-connections = {wanted}. To \
+                "the open-files limit (ulimit -n) is {limit}: room for about {fit} TCP connections carrying \
+                 WebSockets (one each over HTTP/1.1; over HTTP/2, one carries many), not max-connections = {wanted}. To \
                  allow {wanted}, raise the hard limit to {needed} (systemd: LimitNOFILE={needed}; docker: --ulimit \
                  nofile={needed}; as root: ulimit -Hn {needed})"
             ));

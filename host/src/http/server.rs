@@ -32,7 +32,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -165,8 +165,8 @@ struct AppInner {
     clients: Clients,
     /// Host-wide WebSocket connection permits.
     permits: Arc<Semaphore>,
-    /// Permits for WebSockets with a socket of their own (HTTP/1.1): the
-    /// open-files limit's share of `permits`.
+    /// Permits for TCP connections that carry WebSockets (see
+    /// [`SocketShare`]): the open-files limit's share of `permits`.
     socket_permits: Arc<Semaphore>,
     handshake_timeout: Duration,
     shutdown_grace: Duration,
@@ -176,6 +176,27 @@ struct AppInner {
     connection_ids: AtomicU64,
     open_http: AtomicUsize,
     open_websockets: AtomicUsize,
+}
+
+/// One TCP connection's socket permit, taken by its first WebSocket and
+/// given back when its last one closes: over HTTP/1.1 a connection carries
+/// one WebSocket, over HTTP/2 any number, and the open-files limit counts
+/// sockets.
+#[derive(Clone, Default)]
+struct SocketShare(Arc<std::sync::Mutex<Weak<OwnedSemaphorePermit>>>);
+
+impl SocketShare {
+    /// The connection's permit: the one its open WebSockets hold, or a new
+    /// one from `permits` (`None` if none is left).
+    fn acquire(&self, permits: &Arc<Semaphore>) -> Option<Arc<OwnedSemaphorePermit>> {
+        let mut held = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(permit) = held.upgrade() {
+            return Some(permit);
+        }
+        let permit = Arc::new(permits.clone().try_acquire_owned().ok()?);
+        *held = Arc::downgrade(&permit);
+        Some(permit)
+    }
 }
 
 /// Counts an open connection for as long as it lives.
@@ -288,9 +309,11 @@ impl App {
     {
         let _open = Open::new(&self.inner.open_http);
         let app = self.clone();
+        let socket = SocketShare::default();
         let service = service_fn(move |request| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.route(request, peer).await) }
+            let socket = socket.clone();
+            async move { Ok::<_, Infallible>(app.route(request, peer, &socket).await) }
         });
         let edge = &self.inner.edge;
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -328,7 +351,12 @@ impl App {
 
     /// Answers one request from `peer`: the handshake's verdict for a
     /// WebSocket route, a file for a static path, else 404.
-    async fn route(&self, mut request: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
+    async fn route(
+        &self,
+        mut request: Request<Incoming>,
+        peer: Option<SocketAddr>,
+        socket: &SocketShare,
+    ) -> Response<Body> {
         if let Err(refusal) = check_request(&request, &self.inner.edge) {
             return drained(request, text_response(refusal.0, refusal.1)).await;
         }
@@ -380,10 +408,7 @@ impl App {
             },
             None => Vec::new(),
         };
-        // Over HTTP/2 the WebSocket is a stream of a TCP connection already
-        // open.
-        let own_socket = request.version() < hyper::Version::HTTP_2;
-        let Some(permits) = self.acquire_permits(route, own_socket) else {
+        let Some(permits) = self.acquire_permits(route, socket) else {
             metrics.refused(path, Refused::Capacity);
             return drained(request, Rejection::TooManyConnections.into_response()).await;
         };
@@ -538,17 +563,17 @@ impl App {
         Ok(slots)
     }
 
-    /// A host-wide permit, a socket permit for a WebSocket with a socket
-    /// of its own, and, if the route has a limit, a route permit.
-    fn acquire_permits(&self, route: &Route, own_socket: bool) -> Option<[Option<OwnedSemaphorePermit>; 3]> {
+    /// A host-wide permit, the TCP connection's socket permit and, if the
+    /// route has a limit, a route permit.
+    fn acquire_permits(&self, route: &Route, socket: &SocketShare) -> Option<Permits> {
         let acquire = |permits: &Arc<Semaphore>| permits.clone().try_acquire_owned().ok();
         let host = acquire(&self.inner.permits)?;
-        let socket = if own_socket { Some(acquire(&self.inner.socket_permits)?) } else { None };
+        let socket = socket.acquire(&self.inner.socket_permits)?;
         let route = match &route.permits {
             Some(permits) => Some(acquire(permits)?),
             None => None,
         };
-        Some([Some(host), socket, route])
+        Some((host, socket, route))
     }
 
     /// Starts a graceful shutdown: HTTP connections finish their current
@@ -650,6 +675,10 @@ fn negotiate_deflate(headers: &header::HeaderMap) -> Option<(DeflateParams, Stri
     wsplug_wire::negotiate(offers)
 }
 
+/// What a WebSocket connection holds for as long as it is open: a host
+/// permit, its TCP connection's socket permit, a route permit.
+type Permits = (OwnedSemaphorePermit, Arc<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
+
 /// The connections the host takes: `max-connections`, or fewer if the
 /// kernel's limits allow fewer (then a warning says how to raise them).
 fn host_room(config: &Config) -> crate::system::Room {
@@ -660,7 +689,7 @@ fn host_room(config: &Config) -> crate::system::Room {
     let warnings = room.warnings.join("; ");
     let lowered = if room.sockets < room.connections {
         format!(
-            "the host takes {} connections, {} of them over HTTP/1.1 (more get 503)",
+            "the host takes {} connections, on at most {} TCP connections (more get 503)",
             room.connections, room.sockets
         )
     } else {

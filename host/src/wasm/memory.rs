@@ -13,7 +13,9 @@
 //!
 //! x86-64 gives a process 128 TiB of address space: without this, the
 //! kernel refused the 32,232nd wide memory (ENOMEM), whatever
-//! `vm.max_map_count` allowed.
+//! `vm.max_map_count` allowed. The choice is made at startup; a reload
+//! keeps it (a component with more memories than counted then may find the
+//! address space short, as it finds the pool full), a restart makes it again.
 
 use crate::config::InstanceMode;
 use anyhow::Context as _;
@@ -24,14 +26,18 @@ use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationCon
 const WIDE_RESERVATION: u64 = (4 << 30) + 2 * (32 << 20);
 
 /// The address space wide memories may take without the pool: three
-/// quarters of x86-64's user address space, the rest left for the heap,
-/// stacks and compiled code.
+/// quarters of x86-64's user address space (with 4-level paging, 47 bits:
+/// 128 TiB), the rest left for the heap, stacks and compiled code. A
+/// machine with less (aarch64 kernels with 39-bit addresses) runs out
+/// earlier, as it did before this was checked.
 const ON_DEMAND_ADDRESS_SPACE: u64 = 96 << 40;
 
 /// Makes `engine` reserve each memory as its instance starts: wide if
 /// `config`'s instances fit in [`ON_DEMAND_ADDRESS_SPACE`] that way, else as
-/// large as the largest `memory-limit` (growth past it traps anyway, so a
-/// memory never moves). Returns whether the memories are wide.
+/// large as the largest `memory-limit` (growth past it traps, so a memory
+/// never moves; one that a reload's larger `memory-limit` lets grow past
+/// it is moved to a reservation of exactly its new size). Decided at
+/// startup: a reload keeps it. Returns whether the memories are wide.
 pub(super) fn reserve_on_demand(engine: &mut Config, config: &crate::Config) -> bool {
     let memories = memories_needed(config).unwrap_or(MEMORIES_PER_INSTANCE);
     if fits_on_demand(instances(config), memories) {
@@ -39,6 +45,7 @@ pub(super) fn reserve_on_demand(engine: &mut Config, config: &crate::Config) -> 
     }
     engine.memory_reservation(largest_memory_limit(config) as u64);
     engine.memory_guard_size(0);
+    engine.memory_reservation_for_growth(0);
     false
 }
 

@@ -169,7 +169,7 @@ impl Runtime {
     /// are kept on disk.
     ///
     /// A pool's memory slots are wide (4 GiB each: compiled code then needs
-    /// no bounds checks) when they all fit in [`WIDE_SLOTS_ADDRESS_SPACE`]
+    /// no bounds checks) when they all fit in `memory::WIDE_SLOTS_ADDRESS_SPACE`
     /// and the system grants the reservation; otherwise each is as large as
     /// the largest `memory-limit`.
     pub fn for_config(config: &crate::Config) -> anyhow::Result<Self> {
@@ -183,8 +183,9 @@ impl Runtime {
         if !config.instance_pool {
             if !memory::reserve_on_demand(&mut engine_config, config) {
                 tracing::info!(
-                    "max-connections = {}: too many instances for a 4 GiB reservation per linear memory in the \
-                     address space; each memory reserves its memory-limit instead, with bounds checks",
+                    "max-connections = {} (with the routes' shared instances): too many linear memories for a 4 GiB \
+                     reservation each in the address space; each memory reserves its memory-limit instead, with \
+                     bounds checks",
                     config.max_connections
                 );
             }
