@@ -5,6 +5,7 @@ use futures_util::SinkExt;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wsplug::config::InstanceMode;
 use wsplug::{Config, RouteConfig};
 use wsplug_tests::{
     Client, RawClient, RawFrame, TestServer, config_with, example, receive, receive_text, resident_bytes, test_guest,
@@ -101,7 +102,22 @@ async fn allocate_past_the_limit(instance_pool: bool, max_connections: usize) ->
 
 #[tokio::test]
 async fn a_guest_that_traps_in_the_middle_of_a_streamed_reply_closes_with_1011() -> anyhow::Result<()> {
-    let server = TestServer::start(&[("/stepwise", test_guest("stepwise"))]).await?;
+    trap_in_the_middle_of_a_streamed_reply(InstanceMode::PerConnection).await
+}
+
+#[tokio::test]
+async fn a_shared_instance_that_traps_in_the_middle_of_a_streamed_reply_cuts_it_too() -> anyhow::Result<()> {
+    // The shared instance's store goes on its own task, which the
+    // connection learns of after the reply's chunks have stopped.
+    trap_in_the_middle_of_a_streamed_reply(InstanceMode::Shared).await
+}
+
+/// The stepwise guest, served by `mode`, starts a streamed reply and traps
+/// before its end: the reply is cut short by the close frame, never ended.
+async fn trap_in_the_middle_of_a_streamed_reply(mode: InstanceMode) -> anyhow::Result<()> {
+    let mut route = RouteConfig::new("/stepwise", test_guest("stepwise"));
+    route.instance = mode;
+    let server = TestServer::start_with(config_with([route])).await?;
     let mut client = RawClient::connect(server.address, "/stepwise").await?;
     client.send_frame(true, 1, b"one").await?;
     assert_eq!(client.read_frame().await?, RawFrame { fin: false, rsv1: false, opcode: 1, payload: b"one".to_vec() });
