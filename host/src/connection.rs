@@ -191,17 +191,8 @@ where
         let mut write = Woken::new(write);
         let mut guest_done = false;
         let mut write_done = false;
-        let mut client_closed = false;
-        let mut shutting_down = false;
-        // The close frame a protocol violation or the guest's failure calls
-        // for, sent once what the guest sent before it is out.
-        let mut violation = None;
-        // The guest's output ended (the writer has sent all of it) before
-        // its call did: the call's outcome decides the close code. On a
-        // shared instance that failed, the output ends first.
-        let mut output_ended = false;
-        // The deadline of the shutdown grace period, or of the guest's time to
-        // finish after the client closed.
+        let mut ending = Ending::Open;
+        // The deadline of the ending under way (see `Ending`); set on entering it.
         let mut deadline = pin!(tokio::time::sleep(Duration::MAX / 4));
         // Made once, not on every pass (each registers with its token), and
         // polled only when woken: a poll locks the token.
@@ -210,7 +201,7 @@ where
         let too_slow = pin!(topic_budget.too_slow());
         let mut too_slow = Woken::new(too_slow);
         loop {
-            let client_closes = tokio::select! {
+            let next = tokio::select! {
                 // In the order a message goes: what the reader hands over
                 // the guest takes and answers, and the writer sends, all in
                 // one pass.
@@ -223,17 +214,16 @@ where
                         // through the end of its input.
                         ReadEnd::Closed { code } => {
                             client_code = code;
-                            true
+                            Some(Ending::ClientClosed)
                         }
                         ReadEnd::Violation { frame, in_message, reader } => {
                             refused_input = Some(reader);
                             // After a failure of the guest, its 1011 stands.
+                            let frame = ending.due_close().unwrap_or(frame);
                             if in_message {
-                                break Some(violation.take().unwrap_or(frame));
+                                break Some(frame);
                             }
-                            violation.get_or_insert(frame);
-                            deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
-                            false
+                            Some(Ending::Closing(frame))
                         }
                     }
                 }
@@ -245,67 +235,74 @@ where
                             tracing::warn!(connection = id, path, cause = %err.root_cause(), "handler failed");
                             tracing::debug!(connection = id, "handler failure in full: {err:?}");
                             metrics.failed(&path, &err);
-                            if client_closed {
+                            if matches!(ending, Ending::ClientClosed) {
                                 break None;
                             }
                             // What it sent before it failed goes out first (up
                             // to a message its failure cut off), for as long as
                             // a guest gets to finish.
-                            let frame = violation.get_or_insert_with(|| close_frame(CloseCode::Error, "handler failed"));
+                            let frame = ending.due_close().unwrap_or_else(|| close_frame(CloseCode::Error, "handler failed"));
                             if write_done {
-                                break Some(frame.clone());
+                                break Some(frame);
                             }
-                            deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
-                            false
+                            Some(Ending::Closing(frame))
                         }
-                        Ok(()) if output_ended && !client_closed => {
-                            break Some(violation.unwrap_or_else(|| output_end_close(&shutdown)));
+                        // Once its output is out too, the call's outcome
+                        // decides the close code.
+                        Ok(()) if write_done && !matches!(ending, Ending::ClientClosed) => {
+                            break Some(ending.due_close().unwrap_or_else(|| output_end_close(&shutdown)));
                         }
                         // Its output ended: the writer sends what is queued, then ends.
-                        Ok(()) => false,
+                        Ok(()) => None,
                     }
                 }
                 end = &mut write, if !write_done => {
                     write_done = true;
                     match end {
-                        WriteEnd::Echoed => true,
-                        _ if client_closed => false,
-                        WriteEnd::Drained if violation.is_some() => break violation,
-                        WriteEnd::Drained if !guest_done => {
-                            output_ended = true;
+                        WriteEnd::Echoed => Some(Ending::ClientClosed),
+                        _ if matches!(ending, Ending::ClientClosed) => None,
+                        WriteEnd::Drained if matches!(ending, Ending::Closing(_)) => break ending.due_close(),
+                        WriteEnd::Drained if guest_done => break Some(output_end_close(&shutdown)),
+                        WriteEnd::Drained if matches!(ending, Ending::Open) => Some(Ending::OutputEnded),
+                        // During a shutdown: 1001, whatever the call's
+                        // outcome, within the same second.
+                        WriteEnd::Drained => {
                             deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
-                            false
+                            None
                         }
-                        WriteEnd::Drained => break Some(output_end_close(&shutdown)),
                         WriteEnd::Idle => break Some(close_frame(CloseCode::Away, "idle timeout")),
                         WriteEnd::Failed => break None,
                     }
                 }
-                () = &mut shutdown_begins, if !shutting_down && !client_closed && violation.is_none() => {
-                    // The reader has ended the guest's input; give the guest the
-                    // grace period to finish its output.
-                    shutting_down = true;
-                    deadline.as_mut().reset(Instant::now() + shutdown_grace);
-                    false
+                () = &mut shutdown_begins, if matches!(ending, Ending::Open | Ending::OutputEnded) => {
+                    // The reader has ended the guest's input.
+                    Some(Ending::ShuttingDown)
                 }
-                () = &mut too_slow, if !client_closed => {
+                () = &mut too_slow, if !matches!(ending, Ending::ClientClosed) => {
                     break Some(close_frame(CloseCode::Policy, "too slow for its topics"));
                 }
-                () = &mut deadline, if shutting_down || client_closed || violation.is_some() || output_ended => {
-                    if client_closed {
-                        break None;
-                    }
-                    if output_ended && !shutting_down {
-                        break Some(violation.unwrap_or_else(|| output_end_close(&shutdown)));
-                    }
-                    break Some(violation.unwrap_or_else(|| close_frame(CloseCode::Away, "server shutting down")));
+                () = &mut deadline, if !matches!(ending, Ending::Open) => {
+                    break match ending {
+                        Ending::Open | Ending::ClientClosed => None,
+                        Ending::OutputEnded => Some(output_end_close(&shutdown)),
+                        Ending::ShuttingDown => Some(close_frame(CloseCode::Away, "server shutting down")),
+                        Ending::Closing(frame) => Some(frame),
+                    };
                 }
             };
-            if client_closes && !client_closed {
-                client_closed = true;
-                deadline.as_mut().reset(Instant::now() + FINISH_AFTER_INPUT_ENDS);
+            // Entering an ending starts its deadline; once the client has
+            // closed, nothing else can happen to the connection.
+            if let Some(next) = next
+                && !matches!(ending, Ending::ClientClosed)
+            {
+                let wait = match next {
+                    Ending::ShuttingDown => shutdown_grace,
+                    _ => FINISH_AFTER_INPUT_ENDS,
+                };
+                deadline.as_mut().reset(Instant::now() + wait);
+                ending = next;
             }
-            if client_closed && guest_done && write_done {
+            if matches!(ending, Ending::ClientClosed) && guest_done && write_done {
                 break None;
             }
         }
@@ -399,6 +396,34 @@ impl Activity {
 
     fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_millis.load(Ordering::Relaxed))
+    }
+}
+
+/// How the connection is ending, once it is: what its deadline is for, and
+/// what the close frame is if the deadline passes first.
+///
+/// | ending | entered when | deadline | close frame at the deadline |
+/// |---|---|---|---|
+/// | `Open` | (messages flow both ways) | none | - |
+/// | `OutputEnded` | the guest's output ended (all of it sent) before its call did | 1 s | 1000 (1001 during a shutdown); the call's outcome decides it if it comes first |
+/// | `ShuttingDown` | the server shuts down: the guest's input has ended | the shutdown grace (1 s once its output is out) | 1001 `server shutting down` |
+/// | `Closing` | a violation between messages, or the guest's failure | 1 s, for what the guest sent before it | the violation's, or 1011 |
+/// | `ClientClosed` | the client's close frame came (it is echoed) or the connection dropped | 1 s for the guest to finish | none: nothing more goes out |
+enum Ending {
+    Open,
+    OutputEnded,
+    ShuttingDown,
+    Closing(CloseFrame),
+    ClientClosed,
+}
+
+impl Ending {
+    /// The close frame a violation or the guest's failure already called for.
+    fn due_close(&self) -> Option<CloseFrame> {
+        match self {
+            Ending::Closing(frame) => Some(frame.clone()),
+            _ => None,
+        }
     }
 }
 
