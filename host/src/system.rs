@@ -97,9 +97,12 @@ pub fn connections_allowed(wanted: usize) -> Room {
     room
 }
 
-/// What the log says when the kernel refuses an instance its memory.
-pub const OUT_OF_MAPPINGS: &str =
-    "the kernel refused memory (ENOMEM): most likely vm.max_map_count; see the warning at startup";
+/// What the log says when the kernel refuses an instance its memory. The
+/// host sizes itself at startup for `vm.max_map_count` and for x86-64's
+/// address space (`wasm::memory`), so what is left is a map count lowered
+/// since, the kernel's overcommit policy, or a cap on address space.
+pub const OUT_OF_MAPPINGS: &str = "the kernel refused memory (ENOMEM): vm.max_map_count, memory overcommit, or an \
+     address-space limit (ulimit -v); see the warnings at startup";
 
 /// Whether `error` is the kernel refusing memory (mappings) to an instance.
 pub fn out_of_mappings(error: &wasmtime::Error) -> bool {
