@@ -236,3 +236,16 @@ async fn shutdown_tells_a_busy_guest_there_is_no_close_frame() -> anyhow::Result
     assert_eq!(receive_text(&mut client).await?, "ended without a close frame");
     expect_close(&mut client, CloseCode::Away, "server shutting down").await
 }
+
+#[tokio::test]
+async fn a_handler_whose_output_ends_closes_with_1000_and_other_connections_carry_on() -> anyhow::Result<()> {
+    let server = TestServer::start(&[("/early", test_guest("early-end")), ("/greeter", example("greeter"))]).await?;
+    let mut greeter = server.connect("/greeter").await?;
+    let mut client = server.connect("/early").await?;
+    assert_eq!(receive_text(&mut client).await?, "done");
+    // Its source has returned; its sink would read on.
+    expect_close(&mut client, CloseCode::Normal, "").await?;
+    greeter.send(Message::text("Peter")).await?;
+    assert_eq!(receive_text(&mut greeter).await?, "Hello Peter!");
+    Ok(())
+}
