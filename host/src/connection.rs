@@ -2,10 +2,10 @@
 //! the other.
 //!
 //! ```text
-//!  client ──▶ read_client ──(mpsc)──▶ IncomingMessages ──▶ guest `incoming`
+//!  client ──▶ read_client ──(handoff)──▶ IncomingMessages ──▶ guest `incoming`
 //!                 │ pongs, close echo
 //!                 ▼
-//!  client ◀── write_client ◀─(mpsc)── OutgoingMessages ◀── guest output
+//!  client ◀── write_client ◀─(handoff)── OutgoingMessages ◀── guest output
 //!                 ▲
 //!                 └──(topic queue)── Broker: frames published to joined topics
 //! ```
@@ -23,6 +23,7 @@
 //! polled only when something woke it (`woken.rs`). The
 //! bounded channels are the backpressure in both directions.
 
+use crate::handoff;
 use crate::http::edge::TokenBucket;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::topics::queue;
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
@@ -158,10 +159,10 @@ where
         writer = writer.with_deflate(params, threshold);
         reader = reader.with_deflate(params);
     }
-    let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
+    let (incoming_tx, incoming_rx) = handoff::channel(INCOMING_QUEUE);
     let (closed_tx, closed_rx) = oneshot::channel();
-    let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
-    let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
+    let (outgoing_tx, outgoing_rx) = handoff::channel(OUTGOING_QUEUE);
+    let (replies_tx, replies_rx) = handoff::channel(REPLY_QUEUE);
     let activity = Activity::new();
 
     let counting = Counting { metrics: counted, rate: message_rate };
@@ -461,9 +462,9 @@ enum Reply {
 /// a streamed message the guest dropped unread.
 async fn read_client<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
-    incoming: mpsc::Sender<ClientMessage>,
+    incoming: handoff::Sender<ClientMessage>,
     closed: oneshot::Sender<WitCloseFrame>,
-    replies: mpsc::Sender<Reply>,
+    replies: handoff::Sender<Reply>,
     activity: &Activity,
     shutdown: &CancellationToken,
     mut counting: Counting<'_>,
@@ -524,7 +525,7 @@ async fn read_client<R: AsyncRead + Unpin>(
             }
             Event::MessageStart { text } => {
                 counted.messages_in.inc();
-                let (sender, chunks) = mpsc::channel(INCOMING_CHUNK_QUEUE);
+                let (sender, chunks) = handoff::channel(INCOMING_CHUNK_QUEUE);
                 if let Some(guest) = &mut input {
                     guest.body = Some(sender);
                 }
@@ -587,9 +588,9 @@ async fn read_client<R: AsyncRead + Unpin>(
 /// ends the guest's input (and the open message's body): what the client
 /// sends after that is read and discarded.
 struct GuestInput {
-    messages: mpsc::Sender<ClientMessage>,
+    messages: handoff::Sender<ClientMessage>,
     /// The open streamed message's chunks, while the guest reads them.
-    body: Option<mpsc::Sender<Bytes>>,
+    body: Option<handoff::Sender<Bytes>>,
 }
 
 /// What the reader counts the client's messages against.
@@ -612,7 +613,7 @@ enum Handed {
 /// Waits until the guest takes `item` (there is room in `sender`) or the
 /// server shuts down.
 async fn hand_over<T>(
-    sender: &mpsc::Sender<T>,
+    sender: &handoff::Sender<T>,
     item: T,
     shutting_down: &mut (impl Future<Output = ()> + Unpin),
 ) -> Handed {
@@ -637,7 +638,7 @@ enum WriteEnd {
 /// A streamed message being written: its chunks, the opcode of its next
 /// frame, and whether the guest ended it.
 struct OpenBody {
-    chunks: mpsc::Receiver<Bytes>,
+    chunks: handoff::Receiver<Bytes>,
     opcode: OpCode,
     /// Read once `chunks` is over.
     ended: Arc<AtomicBool>,
@@ -646,11 +647,11 @@ struct OpenBody {
 /// What the writer sends to the client, in this order of precedence.
 struct ToClient {
     /// The reader's answers: pongs and the echo of the client's close.
-    replies: mpsc::Receiver<Reply>,
+    replies: handoff::Receiver<Reply>,
     /// The frames of the topics the connection joined.
     topics: queue::Receiver<Bytes>,
     /// The guest's messages.
-    guest: mpsc::Receiver<GuestMessage>,
+    guest: handoff::Receiver<GuestMessage>,
     /// Whether the guest is in the middle of something (then more of its
     /// output may come in the task's next pass); `None` for a shared
     /// instance, which runs on a task of its own.

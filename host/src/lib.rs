@@ -22,10 +22,13 @@
 
 pub mod config;
 pub mod connection;
+pub mod handoff;
 pub mod http;
 pub mod metrics;
 pub mod system;
 pub mod topics;
+#[cfg(test)]
+mod wakes;
 pub mod wasm;
 mod woken;
 

@@ -92,17 +92,7 @@ impl<F: Future + Unpin> Future for Woken<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// Counts the wakes of the task that polls a [`Woken`].
-    #[derive(Default)]
-    struct TaskWakes(AtomicUsize);
-
-    impl Wake for TaskWakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::wakes::WakeCount;
 
     /// Pending until told otherwise; counts its polls and keeps the last
     /// waker it was given.
@@ -128,8 +118,7 @@ mod tests {
 
     #[test]
     fn polls_its_future_only_after_a_wake_of_its_own() {
-        let task = Arc::new(TaskWakes::default());
-        let task_waker = Waker::from(task.clone());
+        let (task, task_waker) = WakeCount::waker();
         let mut cx = Context::from_waker(&task_waker);
         let mut woken = Woken::new(Probe::default());
         let busy = woken.busy();
@@ -144,7 +133,7 @@ mod tests {
 
         // Its own waker wakes the task, and the next poll goes through.
         woken.inner.waker.take().expect("a waker").wake();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert_eq!(task.get(), 1);
         assert!(busy.is_busy());
         assert!(Pin::new(&mut woken).poll(&mut cx).is_pending());
         assert_eq!(woken.inner.polls, 2);
@@ -153,15 +142,14 @@ mod tests {
 
     #[test]
     fn a_future_that_wakes_itself_is_busy_until_polled_again() {
-        let task = Arc::new(TaskWakes::default());
-        let task_waker = Waker::from(task.clone());
+        let (task, task_waker) = WakeCount::waker();
         let mut cx = Context::from_waker(&task_waker);
         let mut woken = Woken::new(Probe { wake_itself: true, ..Probe::default() });
         let busy = woken.busy();
 
         assert!(Pin::new(&mut woken).poll(&mut cx).is_pending());
         assert!(busy.is_busy(), "it woke itself while polled");
-        assert_eq!(task.0.load(Ordering::SeqCst), 1, "and the task with it");
+        assert_eq!(task.get(), 1, "and the task with it");
         assert!(Pin::new(&mut woken).poll(&mut cx).is_pending());
         assert_eq!(woken.inner.polls, 2);
         assert!(!busy.is_busy());

@@ -3,16 +3,17 @@
 //! run at once.
 //!
 //! ```text
-//!  reader ──(mpsc)──▶ IncomingMessages ──▶ stream<message> ─┐
+//!  reader ──(handoff)──▶ IncomingMessages ──▶ stream<message> ─┐
 //!  reader ──(oneshot)──────────────────▶ future<close-frame> ┼─▶ flow.handle / sink.consume
-//!  writer ◀─(mpsc)── OutgoingMessages ◀── stream<message> ◀──┘   source.produce
+//!  writer ◀─(handoff)── OutgoingMessages ◀── stream<message> ◀──┘   source.produce
 //! ```
 
 use super::bindings::{CloseFrame, ConnectionInfo, Message};
 use super::runtime::{ConnectionCtx, HandlerExports};
 use super::streams::{ClientMessage, GuestMessage, IncomingMessages, OutgoingMessages};
+use crate::handoff;
 use futures_util::future::{Either, select};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use wasmtime::component::{Accessor, FutureReader, StreamReader};
 
 /// A connection as its handler sees it: what it is told, and the channels
@@ -21,11 +22,11 @@ pub struct Call {
     /// What the handler is told about the connection.
     pub info: ConnectionInfo,
     /// The client's messages.
-    pub incoming: mpsc::Receiver<ClientMessage>,
+    pub incoming: handoff::Receiver<ClientMessage>,
     /// The client's close frame, once the reader has it.
     pub closed: oneshot::Receiver<CloseFrame>,
     /// The handler's messages, for the writer.
-    pub outgoing: mpsc::Sender<GuestMessage>,
+    pub outgoing: handoff::Sender<GuestMessage>,
 }
 
 /// Calls the handler's export for `call` and runs it until its output ends.
@@ -73,7 +74,7 @@ pub(crate) async fn handle(
 /// of the client's close frame (resolved when the reader ends).
 fn guest_input(
     accessor: &Accessor<ConnectionCtx>,
-    incoming: mpsc::Receiver<ClientMessage>,
+    incoming: handoff::Receiver<ClientMessage>,
     closed: oneshot::Receiver<CloseFrame>,
 ) -> wasmtime::Result<(StreamReader<Message>, FutureReader<Option<CloseFrame>>)> {
     accessor.with(|mut store| {

@@ -1,11 +1,12 @@
-//! Adapters between tokio channels and component-model streams: the host
-//! side of every `stream<message>`, `stream<string>` and `stream<u8>` a
-//! handler reads or writes.
+//! Adapters between the connection's queues (`handoff`) and component-model
+//! streams: the host side of every `stream<message>`, `stream<string>` and
+//! `stream<u8>` a handler reads or writes.
 //!
 //! Channel capacity is the backpressure: a producer hands the guest an item
 //! only when the guest reads, and a consumer takes an item from the guest only
-//! once it holds a permit for the channel to the socket writer.
+//! once the channel to the socket writer has room for it.
 
+use crate::handoff;
 use crate::wasm::bindings::Message;
 use crate::wasm::runtime::GuestStatus;
 use bytes::{Buf, Bytes};
@@ -13,8 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::PollSender;
+use tokio::sync::oneshot;
 use wasmtime::component::{Destination, Source, StreamConsumer, StreamProducer, StreamReader, StreamResult, VecBuffer};
 use wasmtime::{AsContextMut, StoreContextMut};
 
@@ -38,9 +38,9 @@ pub enum ClientMessage {
     Binary(Bytes),
     /// A text message whose chunks (each whole characters of valid UTF-8)
     /// follow as they arrive; it ends when the sender is dropped.
-    TextStream(mpsc::Receiver<Bytes>),
+    TextStream(handoff::Receiver<Bytes>),
     /// A binary message whose chunks follow as they arrive.
-    BinaryStream(mpsc::Receiver<Bytes>),
+    BinaryStream(handoff::Receiver<Bytes>),
 }
 
 /// What the guest wrote, on its way to the socket writer.
@@ -59,7 +59,7 @@ pub enum GuestMessage {
         /// Whether the message is text (its chunks are then valid UTF-8).
         text: bool,
         /// The message's chunks, in order.
-        chunks: mpsc::Receiver<Bytes>,
+        chunks: handoff::Receiver<Bytes>,
         /// Set before `chunks` closes if the guest ended the message; not
         /// set if its failure cut it off.
         ended: Arc<AtomicBool>,
@@ -71,13 +71,13 @@ const OUTGOING_CHUNK_QUEUE: usize = 4;
 
 /// Feeds the client's messages to the guest's `incoming: stream<message>`.
 pub struct IncomingMessages {
-    messages: mpsc::Receiver<ClientMessage>,
+    messages: handoff::Receiver<ClientMessage>,
 }
 
 impl IncomingMessages {
     /// Produces the messages arriving on `messages`; the stream ends when the
     /// channel closes.
-    pub fn new(messages: mpsc::Receiver<ClientMessage>) -> Self {
+    pub fn new(messages: handoff::Receiver<ClientMessage>) -> Self {
         Self { messages }
     }
 }
@@ -168,7 +168,7 @@ fn to_guest<D: GuestStatus + 'static>(
 
 /// Produces a streamed text message's chunks as `stream<string>`, each as
 /// it arrives.
-struct TextChunks(mpsc::Receiver<Bytes>);
+struct TextChunks(handoff::Receiver<Bytes>);
 
 impl<D: GuestStatus + 'static> StreamProducer<D> for TextChunks {
     type Item = String;
@@ -198,7 +198,7 @@ impl<D: GuestStatus + 'static> StreamProducer<D> for TextChunks {
 /// Produces a streamed binary message as `stream<u8>`, written straight into
 /// the guest's read buffer as the chunks arrive.
 struct BinaryChunks {
-    chunks: mpsc::Receiver<Bytes>,
+    chunks: handoff::Receiver<Bytes>,
     /// What is left of the chunk being handed over.
     current: Bytes,
 }
@@ -240,7 +240,7 @@ impl<D: GuestStatus + 'static> StreamProducer<D> for BinaryChunks {
 /// the guest passed on from elsewhere (an echo of its input) is pumped by the
 /// store until it ends.
 pub struct OutgoingMessages {
-    messages: PollSender<GuestMessage>,
+    messages: handoff::Sender<GuestMessage>,
     finished: Arc<Finished>,
 }
 
@@ -257,8 +257,8 @@ impl Drop for Finished {
 
 impl OutgoingMessages {
     /// Queues messages on `messages`; `finished` fires when the output ends.
-    pub fn new(messages: mpsc::Sender<GuestMessage>, finished: oneshot::Sender<()>) -> Self {
-        Self { messages: PollSender::new(messages), finished: Arc::new(Finished(Some(finished))) }
+    pub fn new(messages: handoff::Sender<GuestMessage>, finished: oneshot::Sender<()>) -> Self {
+        Self { messages, finished: Arc::new(Finished(Some(finished))) }
     }
 }
 
@@ -266,13 +266,13 @@ impl<D: GuestStatus + 'static> StreamConsumer<D> for OutgoingMessages {
     type Item = Message;
 
     fn poll_consume(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         mut store: StoreContextMut<D>,
         mut source: Source<'_, Message>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        let message = match take_one(&mut self.messages, cx, &mut store, &mut source, finish) {
+        let message = match take_one(&self.messages, cx, &mut store, &mut source, finish) {
             Ok(message) => message,
             Err(result) => return result,
         };
@@ -293,7 +293,7 @@ impl<D: GuestStatus + 'static> StreamConsumer<D> for OutgoingMessages {
             }
         };
         // A closed channel means the socket writer is gone: stop the output.
-        match self.messages.send_item(queued) {
+        match self.messages.push(queued) {
             Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
             Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
         }
@@ -304,7 +304,7 @@ impl<D: GuestStatus + 'static> StreamConsumer<D> for OutgoingMessages {
 /// time: room for one in `sender`, then one item read from the guest. `Err`
 /// is what `poll_consume` returns instead (no room yet, or nothing to read).
 fn take_one<D: GuestStatus + 'static, T: Send, U: wasmtime::component::Lift + Send + Sync + 'static>(
-    sender: &mut PollSender<T>,
+    sender: &handoff::Sender<T>,
     cx: &mut Context<'_>,
     store: &mut StoreContextMut<D>,
     source: &mut Source<'_, U>,
@@ -325,11 +325,11 @@ fn take_one<D: GuestStatus + 'static, T: Send, U: wasmtime::component::Lift + Se
 /// Reserves room in `sender` for one item. `None` means the room is there;
 /// `Some` is what `poll_consume` returns meanwhile.
 fn ready_to_send<T: Send>(
-    sender: &mut PollSender<T>,
+    sender: &handoff::Sender<T>,
     cx: &mut Context<'_>,
     finish: bool,
 ) -> Option<Poll<wasmtime::Result<StreamResult>>> {
-    match sender.poll_reserve(cx) {
+    match sender.poll_ready(cx) {
         Poll::Ready(Ok(())) => None,
         Poll::Ready(Err(_)) => Some(Poll::Ready(Ok(StreamResult::Dropped))),
         Poll::Pending if finish => Some(Poll::Ready(Ok(StreamResult::Cancelled))),
@@ -338,9 +338,8 @@ fn ready_to_send<T: Send>(
 }
 
 /// The channel that carries one streamed outgoing message's chunks.
-fn chunk_channel() -> (PollSender<Bytes>, mpsc::Receiver<Bytes>) {
-    let (sender, receiver) = mpsc::channel(OUTGOING_CHUNK_QUEUE);
-    (PollSender::new(sender), receiver)
+fn chunk_channel() -> (handoff::Sender<Bytes>, handoff::Receiver<Bytes>) {
+    handoff::channel(OUTGOING_CHUNK_QUEUE)
 }
 
 /// Tells the writer how a body ended, as its consumer is dropped: wasmtime
@@ -373,7 +372,7 @@ struct TextBody {
     // Dropped first (fields drop in order): the writer learns how the
     // message ended before it sees `chunks` close.
     _end: BodyEnd,
-    chunks: PollSender<Bytes>,
+    chunks: handoff::Sender<Bytes>,
     _output: Arc<Finished>,
 }
 
@@ -381,18 +380,18 @@ impl<D: GuestStatus + 'static> StreamConsumer<D> for TextBody {
     type Item = String;
 
     fn poll_consume(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         mut store: StoreContextMut<D>,
         mut source: Source<'_, String>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        let chunk = match take_one(&mut self.chunks, cx, &mut store, &mut source, finish) {
+        let chunk = match take_one(&self.chunks, cx, &mut store, &mut source, finish) {
             Ok(chunk) if !chunk.is_empty() => chunk,
             Ok(_) => return Poll::Ready(Ok(StreamResult::Completed)),
             Err(result) => return result,
         };
-        match self.chunks.send_item(Bytes::from(chunk)) {
+        match self.chunks.push(Bytes::from(chunk)) {
             Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
             Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
         }
@@ -404,7 +403,7 @@ impl<D: GuestStatus + 'static> StreamConsumer<D> for TextBody {
 struct BinaryBody {
     // Dropped first, as in `TextBody`.
     _end: BodyEnd,
-    chunks: PollSender<Bytes>,
+    chunks: handoff::Sender<Bytes>,
     _output: Arc<Finished>,
 }
 
@@ -412,13 +411,13 @@ impl<D: GuestStatus + 'static> StreamConsumer<D> for BinaryBody {
     type Item = u8;
 
     fn poll_consume(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         store: StoreContextMut<D>,
         source: Source<'_, u8>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
-        if let Some(result) = ready_to_send(&mut self.chunks, cx, finish) {
+        if let Some(result) = ready_to_send(&self.chunks, cx, finish) {
             return result;
         }
         let mut store = store;
@@ -431,7 +430,7 @@ impl<D: GuestStatus + 'static> StreamConsumer<D> for BinaryBody {
         let count = data.len().min(CHUNK_SIZE);
         let chunk = Bytes::copy_from_slice(&data[..count]);
         source.mark_read(count);
-        match self.chunks.send_item(chunk) {
+        match self.chunks.push(chunk) {
             Ok(()) => Poll::Ready(Ok(StreamResult::Completed)),
             Err(_) => Poll::Ready(Ok(StreamResult::Dropped)),
         }
