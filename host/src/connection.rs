@@ -406,8 +406,8 @@ impl Activity {
 /// | ending | entered when | deadline | close frame at the deadline |
 /// |---|---|---|---|
 /// | `Open` | (messages flow both ways) | none | - |
-/// | `OutputEnded` | the writer sent the last of the guest's output before its call returned (a call returns as its output ends: a moment's race) | 1 s | 1000 (1001 during a shutdown); the call's outcome decides it if it comes first |
-/// | `ShuttingDown` | the server shuts down: the guest's input has ended | the shutdown grace (1 s once its output is out) | 1001 `server shutting down` |
+/// | `OutputEnded` | the writer sent the last of the guest's output before its call returned (a call returns as its output ends: a moment's race, but always so when a shared instance fails, whose output ends first) | 1 s | 1000 (1001 during a shutdown); the call's outcome decides it if it comes first |
+/// | `ShuttingDown` | the server shuts down: the guest's input has ended | the shutdown grace (1 s if its output runs out during it) | 1001 `server shutting down` |
 /// | `Closing` | a violation between messages, or the guest's failure | 1 s, for what the guest sent before it | the violation's, or 1011 |
 /// | `ClientClosed` | the client's close frame came (it is echoed) or the connection dropped | 1 s for the guest to finish | none: nothing more goes out |
 enum Ending {

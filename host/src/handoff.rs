@@ -43,8 +43,8 @@ struct Shared<T> {
 
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // Nothing panics with the lock held but a failed allocation, and the
-        // state stays consistent across every step: go on with it.
+        // A panic with the lock held (a failed allocation, or a push without
+        // room in a debug build) leaves the state consistent: go on with it.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -101,11 +101,11 @@ pub fn connections_allowed(wanted: usize) -> Room {
 /// host sizes itself at startup for `vm.max_map_count` and for x86-64's
 /// address space (`wasm::memory`), so what is left is a map count lowered
 /// since, the kernel's overcommit policy, or a cap on address space.
-pub const OUT_OF_MAPPINGS: &str = "the kernel refused memory (ENOMEM): vm.max_map_count, memory overcommit, or an \
-     address-space limit (ulimit -v); see the warnings at startup";
+pub const MEMORY_REFUSED: &str = "the kernel refused memory (ENOMEM): vm.max_map_count (see the warning at startup, \
+     if any), memory overcommit, or an address-space limit (ulimit -v)";
 
-/// Whether `error` is the kernel refusing memory (mappings) to an instance.
-pub fn out_of_mappings(error: &wasmtime::Error) -> bool {
+/// Whether `error` is the kernel refusing an instance its memory (ENOMEM).
+pub fn memory_refused(error: &wasmtime::Error) -> bool {
     const ENOMEM: i32 = 12;
     error.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(ENOMEM))

@@ -243,7 +243,8 @@ async fn a_handler_whose_output_ends_closes_with_1000_and_other_connections_carr
     let mut greeter = server.connect("/greeter").await?;
     let mut client = server.connect("/early").await?;
     assert_eq!(receive_text(&mut client).await?, "done");
-    // Its source has returned; its sink would read on.
+    // Its source has returned; its sink would read on, but the connection
+    // lives as long as the source's output.
     expect_close(&mut client, CloseCode::Normal, "").await?;
     greeter.send(Message::text("Peter")).await?;
     assert_eq!(receive_text(&mut greeter).await?, "Hello Peter!");

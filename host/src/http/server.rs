@@ -444,14 +444,14 @@ impl App {
         };
         let mut guest = match guest {
             Ok(guest) => guest,
-            Err(err) if crate::system::out_of_mappings(&err) => {
+            Err(err) if crate::system::memory_refused(&err) => {
                 // The kernel refused the instance's memory: a capacity limit,
                 // not the handler's fault.
                 tracing::warn!(
                     connection = id,
                     path,
                     "cannot instantiate the handler: {}",
-                    crate::system::OUT_OF_MAPPINGS
+                    crate::system::MEMORY_REFUSED
                 );
                 metrics.refused(path, Refused::Capacity);
                 return drained(request, Rejection::TooManyConnections.into_response()).await;

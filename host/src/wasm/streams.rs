@@ -322,8 +322,9 @@ fn take_one<D: GuestStatus + 'static, T: Send, U: wasmtime::component::Lift + Se
     item.ok_or(Poll::Ready(Ok(StreamResult::Completed)))
 }
 
-/// Reserves room in `sender` for one item. `None` means the room is there;
-/// `Some` is what `poll_consume` returns meanwhile.
+/// Checks for room in `sender` for one item (it stays there: there is one
+/// producer). `None` means the room is there; `Some` is what `poll_consume`
+/// returns meanwhile.
 fn ready_to_send<T: Send>(
     sender: &handoff::Sender<T>,
     cx: &mut Context<'_>,
