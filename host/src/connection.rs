@@ -719,7 +719,7 @@ async fn write_client<W: AsyncWrite + Unpin>(
                         open.opcode = OpCode::Data(Data::Continue);
                         // Once the guest has ended the body, the message's
                         // end is ready too: it goes in the same write.
-                        !open.chunks.is_empty() || open.chunks.is_closed()
+                        open.chunks.is_ready()
                     }
                     // The guest failed: its store went, and the body with
                     // it, which is cut, not ended (the close frame follows).

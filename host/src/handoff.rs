@@ -165,9 +165,11 @@ impl<T> Receiver<T> {
         self.0.lock().items.is_empty()
     }
 
-    /// Whether the sender is gone (what is queued can still be received).
-    pub fn is_closed(&self) -> bool {
-        !self.0.lock().sender_alive
+    /// Whether a poll would not wait: an item is queued or the sender is
+    /// gone (one lock, for a caller that wants to know either).
+    pub fn is_ready(&self) -> bool {
+        let state = self.0.lock();
+        !state.items.is_empty() || !state.sender_alive
     }
 }
 
@@ -228,11 +230,11 @@ mod tests {
         let (sender, mut receiver) = channel(4);
         let (receiver_wakes, waker) = WakeCount::waker();
         let mut cx = Context::from_waker(&waker);
+        assert!(!receiver.is_ready(), "nothing queued, the sender there");
         sender.push("a").unwrap();
-        assert!(!receiver.is_closed());
         drop(sender);
-        assert!(receiver.is_closed());
         assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(Some("a")));
+        assert!(receiver.is_ready(), "the sender is gone");
         assert_eq!(receiver.poll_recv(&mut cx), Poll::Ready(None));
 
         let (sender, mut receiver) = channel::<&str>(4);

@@ -3,9 +3,9 @@
 //! run at once.
 //!
 //! ```text
-//!  reader ──(handoff)──▶ IncomingMessages ──▶ stream<message> ─┐
-//!  reader ──(oneshot)──────────────────▶ future<close-frame> ┼─▶ flow.handle / sink.consume
-//!  writer ◀─(handoff)── OutgoingMessages ◀── stream<message> ◀──┘   source.produce
+//!  reader ──(handoff)─▶ IncomingMessages ──▶ stream<message> ─┐
+//!  reader ──(oneshot)─────────────────▶ future<close-frame> ─┼─▶ flow.handle / sink.consume
+//!  writer ◀─(handoff)── OutgoingMessages ◀── stream<message> ◀─┘   source.produce
 //! ```
 
 use super::bindings::{CloseFrame, ConnectionInfo, Message};

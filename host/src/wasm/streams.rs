@@ -281,13 +281,13 @@ impl<D: GuestStatus + 'static> StreamConsumer<D> for OutgoingMessages {
             Message::Binary(data) => GuestMessage::Strict { text: false, payload: data.into() },
             Message::TextStream(body) => {
                 let (end, ended) = BodyEnd::new(store.data());
-                let (sender, chunks) = chunk_channel();
+                let (sender, chunks) = handoff::channel(OUTGOING_CHUNK_QUEUE);
                 body.pipe(&mut store, TextBody { _end: end, chunks: sender, _output: self.finished.clone() })?;
                 GuestMessage::Streamed { text: true, chunks, ended }
             }
             Message::BinaryStream(body) => {
                 let (end, ended) = BodyEnd::new(store.data());
-                let (sender, chunks) = chunk_channel();
+                let (sender, chunks) = handoff::channel(OUTGOING_CHUNK_QUEUE);
                 body.pipe(&mut store, BinaryBody { _end: end, chunks: sender, _output: self.finished.clone() })?;
                 GuestMessage::Streamed { text: false, chunks, ended }
             }
@@ -336,11 +336,6 @@ fn ready_to_send<T: Send>(
         Poll::Pending if finish => Some(Poll::Ready(Ok(StreamResult::Cancelled))),
         Poll::Pending => Some(Poll::Pending),
     }
-}
-
-/// The channel that carries one streamed outgoing message's chunks.
-fn chunk_channel() -> (handoff::Sender<Bytes>, handoff::Receiver<Bytes>) {
-    handoff::channel(OUTGOING_CHUNK_QUEUE)
 }
 
 /// Tells the writer how a body ended, as its consumer is dropped: wasmtime
